@@ -1,0 +1,3 @@
+"""facescreen: streaming face screening against watchlists, for human review."""
+
+__version__ = "0.1.0"
