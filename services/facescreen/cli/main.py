@@ -1,0 +1,57 @@
+"""The `facescreen` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from facescreen.analyzer.backends import ModelMissingError
+from facescreen.cli import models_cmd, run_cmd, watchlist_cmd
+from facescreen.cli.common import CommandError
+from facescreen.ingest.images import ImageError
+from facescreen.ingest.sources import SourceError
+from facescreen.models.sources import SourceError as ModelSourceError
+from facescreen.watchlist.enrol import EnrolmentError
+from facescreen.watchlist.store import WatchlistError
+
+USER_ERRORS = (CommandError, EnrolmentError, WatchlistError, ImageError, SourceError,
+               ModelMissingError, ModelSourceError)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facescreen", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    run_cmd.register(sub)
+    watchlist_cmd.register(sub)
+    models_cmd.register(sub)
+    try:
+        from facescreen.cli import eval_cmd
+    except ImportError:  # evaluation extras are optional
+        pass
+    else:
+        eval_cmd.register(sub)
+    from facescreen.cli import demo_cmd
+
+    demo_cmd.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.handler(args))
+    except USER_ERRORS as exc:
+        print(f"facescreen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

