@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
+import signal
 import socket
 import subprocess
 import threading
@@ -13,8 +15,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-from prometheus_client import REGISTRY
-
 from facescreen.core.types import Frame
 from facescreen.ingest.sources import (
     FrameSource,
@@ -24,6 +24,7 @@ from facescreen.ingest.sources import (
     parse_source,
 )
 from facescreen.models import sources as media
+from prometheus_client import REGISTRY
 
 RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -265,63 +266,104 @@ def rtsp_server(cap13: Path) -> Iterator[RtspServer]:
         server.kill()
 
 
-@needs_rtsp
-def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server: RtspServer) -> None:
-    name = "r_live"
-    source = FrameSource(SourceSpec(name, rtsp_server.url), backoff_initial_s=0.2,
-                         backoff_max_s=1.0, open_timeout_s=3.0, read_timeout_s=2.0)
-    stop = threading.Event()
-    out: queue.Queue[Frame | BaseException] = queue.Queue()
+class Reader:
+    """Runs `FrameSource.frames` in a thread, as the service does, and hands frames over."""
 
-    def run() -> None:
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self.stop = threading.Event()
+        self.out: queue.Queue[Frame | BaseException] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
         try:
-            for frame in source.frames(stop):
-                out.put(frame)
+            for frame in self.source.frames(self.stop):
+                self.out.put(frame)
         except BaseException as exc:  # handed to the test thread
-            out.put(exc)
+            self.out.put(exc)
 
-    def next_frame(timeout: float) -> Frame:
-        item = out.get(timeout=timeout)
+    def next_frame(self, timeout: float) -> Frame:
+        item = self.out.get(timeout=timeout)
         if isinstance(item, BaseException):
             raise item
         return item
 
+    def frame_after(self, wall_time: float, timeout: float) -> Frame:
+        """The first frame captured after `wall_time` (skips frames queued before it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.next_frame(max(deadline - time.monotonic(), 0.01))
+            if frame.timestamp > wall_time:
+                return frame
+
+    def wait_down(self, timeout: float) -> float:
+        """Seconds until the source's up gauge drops to 0, draining frames meanwhile."""
+        start = time.monotonic()
+        name = self.source.spec.name
+        while metric("facescreen_source_up", name) != 0:
+            assert time.monotonic() - start < timeout, "source never noticed the loss"
+            while not self.out.empty():
+                self.next_frame(0)
+            time.sleep(0.02)
+        return time.monotonic() - start
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "frames() did not return after stop"
+
+
+@needs_rtsp
+def test_rtsp_reads_and_reconnects_after_server_restart(rtsp_server: RtspServer) -> None:
+    name = "r_live"
     reconnects_before = metric("facescreen_source_reconnects_total", name)
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    reader = Reader(FrameSource(SourceSpec(name, rtsp_server.url), backoff_initial_s=0.2,
+                                backoff_max_s=1.0, open_timeout_s=3.0, read_timeout_s=2.0))
     try:
-        first = [next_frame(10) for _ in range(25)]
+        first = [reader.next_frame(10) for _ in range(25)]
         assert first[0].image.shape == (300, 400, 3)
         assert metric("facescreen_source_up", name) == 1
 
         rtsp_server.kill()
-        killed_at = time.time()
-        deadline = time.monotonic() + 10
-        while metric("facescreen_source_up", name) != 0:  # the source notices the loss
-            assert time.monotonic() < deadline, "source never noticed the server went away"
-            while not out.empty():
-                next_frame(0)
-            time.sleep(0.05)
-        detected_s = time.time() - killed_at
-
+        detected_s = reader.wait_down(10)
         rtsp_server.start()
         restarted_at = time.time()
-        after = next_frame(15)
-        while after.timestamp < restarted_at:  # frames buffered before the kill
-            after = next_frame(15)
+        after = reader.frame_after(restarted_at, 15)
         resumed_s = after.timestamp - restarted_at
-        more = [next_frame(5) for _ in range(10)]
+        more = [reader.next_frame(5) for _ in range(10)]
     finally:
-        stop.set()
-        thread.join(10)
+        reader.close()
 
-    assert source.reconnects >= 1
+    assert reader.source.reconnects >= 1
     assert metric("facescreen_source_reconnects_total", name) - reconnects_before >= 1
     assert after.index > first[-1].index and more[-1].index > after.index
     assert all(f.image.shape == (300, 400, 3) for f in more)
-    print(f"RTSP loss detected in {detected_s:.2f} s; frames again {resumed_s:.2f} s after "
-          f"the server restarted; {source.reconnects} reconnect attempts")
-    assert not thread.is_alive()
+    print(f"\nRTSP kill: loss seen {detected_s:.2f} s after the kill; frames again "
+          f"{resumed_s:.2f} s after the restart; {reader.source.reconnects} reconnect attempts")
+
+
+@needs_rtsp
+def test_rtsp_stalled_camera_hits_the_read_timeout(rtsp_server: RtspServer) -> None:
+    """A frozen camera (SIGSTOP: sockets open, no data) is dropped after the read timeout."""
+    assert rtsp_server.proc is not None
+    reader = Reader(FrameSource(SourceSpec("r_stall", rtsp_server.url), backoff_initial_s=0.2,
+                                backoff_max_s=0.5, open_timeout_s=1.0, read_timeout_s=1.0))
+    try:
+        for _ in range(10):
+            reader.next_frame(10)
+        rtsp_server.proc.send_signal(signal.SIGSTOP)
+        detected_s = reader.wait_down(8)
+        rtsp_server.proc.send_signal(signal.SIGCONT)
+        resumed_at = time.time()
+        after = reader.frame_after(resumed_at, 15)
+    finally:
+        rtsp_server.proc.send_signal(signal.SIGCONT)
+        reader.close()
+    assert 0.5 < detected_s < 4
+    assert reader.source.reconnects >= 1
+    print(f"\nRTSP stall: loss seen {detected_s:.2f} s after SIGSTOP (read timeout 1 s); "
+          f"frames again {after.timestamp - resumed_at:.2f} s after SIGCONT")
 
 
 @needs_rtsp
@@ -333,8 +375,9 @@ def test_rtsp_fps_cap(rtsp_server: RtspServer) -> None:
         stamps.append(frame.timestamp)
         if len(stamps) == 8:
             stop.set()
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     # 5 fps cap on a 25 fps camera: about 0.2 s apart on average, never the stream's 0.04.
     assert sum(gaps) / len(gaps) == pytest.approx(0.2, abs=0.05), gaps
     assert min(gaps) > 0.1, gaps
+
 

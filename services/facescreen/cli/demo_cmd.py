@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def best_frames(analyzer_args: argparse.Namespace, video: Path, count: int,
                 step: int = 10) -> list[tuple[str, ImageBGR]]:
     """The `count` frames of a clip whose single face scores best on enrolment quality,
-    spread out by taking at most one frame per stretch of `step` frames."""
+    kept apart in time so the template sees more than one moment of the clip."""
     analyzer = build_analyzer(analyzer_args)
     capture = cv2.VideoCapture(str(video))
     scored: list[tuple[float, int, ImageBGR]] = []
@@ -49,7 +49,11 @@ def best_frames(analyzer_args: argparse.Namespace, video: Path, count: int,
                 scored.append((faces[0].quality.score, index, frame))
         index += 1
     capture.release()
-    chosen = sorted(scored, key=lambda s: -s[0])[:count]
+    spacing = max(step, index // (2 * max(1, count)))  # spread the picks over the clip
+    chosen: list[tuple[float, int, ImageBGR]] = []
+    for item in sorted(scored, key=lambda s: -s[0]):
+        if len(chosen) < count and all(abs(item[1] - c[1]) >= spacing for c in chosen):
+            chosen.append(item)
     return [(f"{video.name}#{i}", frame) for _, i, frame in sorted(chosen, key=lambda s: s[1])]
 
 

