@@ -144,7 +144,8 @@ class WiderImage:
 
     @property
     def invalid(self) -> npt.NDArray[np.bool_]:
-        return self.attributes[:, WIDER_ATTRIBUTES.index("invalid")] != 0
+        flags: npt.NDArray[np.bool_] = self.attributes[:, WIDER_ATTRIBUTES.index("invalid")] != 0
+        return flags
 
     @property
     def event(self) -> str:

@@ -12,16 +12,23 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from facescreen.core.matching import threshold_for_fpir
+from facescreen.core.matching import threshold_for_fpir as _threshold_for_fpir
+from facescreen.core.types import FloatArray
 
 Scores = npt.ArrayLike
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+
+
+def threshold_for_fpir(scores: F64, target: float) -> float:
+    """The watchlist's calibration rule, fed float64 (it computes in float64; its annotation
+    says float32, and rounding scores to float32 first could move them across the threshold)."""
+    return _threshold_for_fpir(cast(FloatArray, scores), target)
 
 
 def _scores(values: Scores, what: str) -> F64:
@@ -197,7 +204,7 @@ def fnir_at_fpir(mated_top_scores: Scores, mated_top_correct: npt.ArrayLike,
 
 @dataclass(frozen=True)
 class DetCurve:
-    """Open-set trade-off: one point per distinct non-mated top score, thresholds descending."""
+    """Open-set trade-off: a point at each distinct score, thresholds descending from +inf."""
 
     thresholds: F64
     fpir: F64
@@ -206,10 +213,15 @@ class DetCurve:
 
 def det_curve(mated_top_scores: Scores, mated_top_correct: npt.ArrayLike,
               nonmated_top_scores: Scores) -> DetCurve:
-    """FNIR against FPIR at each threshold where FPIR changes (plus one above every score)."""
+    """FNIR against FPIR at every distinct mated-hit and non-mated score (plus +inf).
+
+    Mated scores are included so that, for each FPIR, the lowest threshold giving it (the
+    one with the least FNIR, as `fnir_at_fpir` picks) is on the curve.
+    """
     hits = np.sort(mated_hit_scores(mated_top_scores, mated_top_correct))
     nonmated = np.sort(_scores(nonmated_top_scores, "non-mated"))
-    thresholds = np.concatenate([[np.inf], np.unique(nonmated)[::-1]])
+    finite_hits = hits[np.isfinite(hits)]
+    thresholds = np.concatenate([[np.inf], np.unique(np.r_[nonmated, finite_hits])[::-1]])
     fpir = _count_at_or_above(nonmated, thresholds) / nonmated.size
     fnir = 1.0 - _count_at_or_above(hits, thresholds) / max(1, hits.size)
     return DetCurve(thresholds=thresholds, fpir=fpir.astype(np.float64),
@@ -248,15 +260,18 @@ def box_iou(a: npt.ArrayLike, b: npt.ArrayLike) -> F64:
     """Pairwise IoU of (n,4) and (m,4) x1,y1,x2,y2 boxes (continuous coordinates)."""
     p = np.asarray(a, np.float64).reshape(-1, 4)
     q = np.asarray(b, np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(p[:, None, 2], q[None, :, 2]) - np.maximum(p[:, None, 0], q[None, :, 0]),
-                 0.0, None)
-    ih = np.clip(np.minimum(p[:, None, 3], q[None, :, 3]) - np.maximum(p[:, None, 1], q[None, :, 1]),
-                 0.0, None)
+    x1 = np.maximum(p[:, None, 0], q[None, :, 0])
+    y1 = np.maximum(p[:, None, 1], q[None, :, 1])
+    x2 = np.minimum(p[:, None, 2], q[None, :, 2])
+    y2 = np.minimum(p[:, None, 3], q[None, :, 3])
+    iw = np.clip(x2 - x1, 0.0, None)
+    ih = np.clip(y2 - y1, 0.0, None)
     inter = iw * ih
     area_p = np.clip(p[:, 2] - p[:, 0], 0, None) * np.clip(p[:, 3] - p[:, 1], 0, None)
     area_q = np.clip(q[:, 2] - q[:, 0], 0, None) * np.clip(q[:, 3] - q[:, 1], 0, None)
     union = area_p[:, None] + area_q[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    out: F64 = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return out
 
 
 def _max_side(boxes: F64) -> F64:

@@ -34,9 +34,12 @@ ARCFACE_CROP_SIDE = 112  # the side ARCFACE_112_TEMPLATE is expressed for
 CURVE_POINTS = 300  # at most this many points of a ROC/DET curve are kept in the result
 
 
-def _progress(items: Iterable[T], total: int, desc: str, enabled: bool) -> Iterable[T]:
+def _progress(items: Iterable[T], total: int, desc: str, enabled: bool,
+              unit: str = "img") -> Iterable[T]:
     """A tqdm bar on stderr (tqdm's default stream), or the bare iterable."""
-    return tqdm(items, total=total, desc=desc, unit="img", disable=not enabled, leave=False)
+    bar: Iterable[T] = tqdm(items, total=total, desc=desc, unit=unit, disable=not enabled,
+                            leave=False)
+    return bar
 
 
 @functools.cache
@@ -119,7 +122,7 @@ def run_verify(analyzer: FaceAnalyzer, root: Path, *, limit: int | None = None,
     template = np.asarray(spec.template, np.float32)
     vectors: dict[Path, FloatArray] = {}
     for start in _progress(range(0, len(paths), batch_size), -(-len(paths) // batch_size),
-                           "verify: embed batches", progress):
+                           "verify: embed", progress, unit="batch"):
         chunk = paths[start:start + batch_size]
         chips = []
         for path in chunk:
@@ -376,6 +379,7 @@ def run_detect(analyzer: FaceAnalyzer, root: Path, *, gt_file: Path | None = Non
 
     Detections are the analyzer's own (its input size and score threshold, reported in the
     result), before any quality filter. GT marked invalid is ignored, as are detections on it.
+    `limit` takes that many images evenly spaced through the ground-truth list.
     """
     started = time.perf_counter()
     gt_path = gt_file or ds.find_wider_gt(root)
@@ -388,8 +392,9 @@ def run_detect(analyzer: FaceAnalyzer, root: Path, *, gt_file: Path | None = Non
     if not present:
         raise ds.DatasetError(f"{images_dir}: none of the {len(entries)} images in "
                               f"{gt_path.name} is present")
-    if limit is not None:
-        present = present[:limit]
+    if limit is not None and limit < len(present):
+        step = len(present) / limit  # evenly spaced, so a subset still spans every event
+        present = [present[int(i * step)] for i in range(limit)]
     demographics = ds.read_wider_demographics(root)
 
     matches: list[mt.ImageMatch] = []

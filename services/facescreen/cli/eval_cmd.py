@@ -1,0 +1,195 @@
+"""`facescreen eval ...`: measure the configured pipeline on evaluation data.
+
+verify   1:1 on LFW-style aligned crops (pairs.txt): 10-fold accuracy, TAR@FAR, EER.
+identify open-set watchlist search on ROOT/<subject>/<image> photos, full pipeline.
+detect   detector recall/precision on WIDER FACE text ground truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from facescreen.cli.common import CommandError, add_model_args, build_analyzer
+from facescreen.evaluation import datasets as ds
+from facescreen.evaluation import plots, runner
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ev = sub.add_parser("eval", help="measure accuracy on evaluation data")
+    cmds = ev.add_subparsers(dest="eval_cmd", required=True)
+
+    verify = cmds.add_parser("verify", help="1:1 verification on LFW aligned crops")
+    verify.add_argument("root", type=Path, help="folder with pairs.txt and data/<Name>/")
+    _common(verify, plot=True)
+    verify.set_defaults(handler=cmd_verify)
+
+    identify = cmds.add_parser("identify", help="open-set identification, full pipeline")
+    identify.add_argument("root", type=Path, help="folder of <subject>/<image> (or images/...)")
+    identify.add_argument("--enrol", type=int, default=1, metavar="N",
+                          help="photos per enrolled subject (default 1)")
+    identify.add_argument("--seed", type=int, default=0,
+                          help="shuffle seed choosing who is enrolled (default 0)")
+    _common(identify, plot=True)
+    identify.set_defaults(handler=cmd_identify)
+
+    detect = cmds.add_parser("detect", help="detector recall/precision on WIDER FACE GT")
+    detect.add_argument("root", type=Path, help="folder with images/ and *_bbx_gt.txt")
+    detect.add_argument("--gt", type=Path, help="ground-truth file (default: found in ROOT)")
+    _common(detect, plot=False)
+    detect.set_defaults(handler=cmd_detect)
+
+
+def _common(parser: argparse.ArgumentParser, plot: bool) -> None:
+    add_model_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    if plot:
+        parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write a chart")
+    parser.add_argument("--limit", type=int, metavar="N", help="evaluate a subset only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _check_root(root: Path, probe: Callable[[Path], object]) -> None:
+    """Fail before loading models when ROOT is missing or is not the expected layout."""
+    if not root.exists():
+        raise CommandError(f"{root} does not exist")
+    if not root.is_dir():
+        raise CommandError(f"{root} is not a folder")
+    try:
+        probe(root)
+    except ds.DatasetError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    if args.limit is not None and args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+    try:
+        return job()
+    except ds.DatasetError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any],
+          table: Callable[[dict[str, Any]], list[str]]) -> None:
+    plot_path = getattr(args, "plot", None)
+    if plot_path is not None:
+        draw = plots.plot_roc if result["task"] == "verify" else plots.plot_det
+        draw(result, plot_path)
+    if args.json:
+        print(json.dumps(result, indent=1, allow_nan=False))
+    else:
+        print("\n".join(table(result)))
+        if plot_path is not None:
+            print(f"chart written to {plot_path}")
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100.0 * x:6.2f}%"
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _check_root(args.root, lambda r: ds.read_lfw_pairs(r, check_files=False))
+    analyzer = build_analyzer(args)
+    result = _run(args, lambda: runner.run_verify(analyzer, args.root, limit=args.limit,
+                                                  progress=not args.no_progress))
+    _emit(args, result, _verify_table)
+    return 0
+
+
+def _verify_table(r: dict[str, Any]) -> list[str]:
+    acc = r["accuracy"]
+    lines = [f"verification on {r['dataset']} ({r['embedder']}, {r['metric']})",
+             f"  pairs        {r['pairs']['genuine']} genuine + {r['pairs']['impostor']} impostor"
+             f" in {r['pairs']['folds']} folds, {r['images']} images",
+             f"  accuracy     {_pct(acc['mean'])} +- {_pct(acc['std'])} (threshold fitted "
+             "on the other folds)"]
+    for op in r["tar_at_far"]:
+        lines.append(f"  TAR@FAR={op['far_target']:g}  {_pct(op['tar'])}  "
+                     f"(threshold {op['threshold']:.4f}, measured FAR {op['far']:.5f})")
+    eer = r["eer"]
+    lines.append(f"  EER          {_pct(eer['rate'])}  (threshold {eer['threshold']:.4f})")
+    gender = r.get("by_gender")
+    if gender:
+        lines.append(f"  false matches of impostor pairs at the FAR={gender['far_target']:g} "
+                     f"threshold {gender['threshold']:.4f}:")
+        for key in ("female_female", "male_male", "mixed", "unknown"):
+            g = gender[key]
+            lines.append(f"    {key:14s} {g['false_matches']:4d} / {g['impostor_pairs']:5d}"
+                         f"  FMR {_pct(g['fmr'])}")
+    lines.append(f"  wall time    {r['seconds']:.1f} s")
+    return lines
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    if args.enrol < 1:
+        raise CommandError("--enrol must be at least 1")
+    _check_root(args.root, ds.read_subject_folders)
+    analyzer = build_analyzer(args)
+    result = _run(args, lambda: runner.run_identify(
+        analyzer, args.root, enrol_n=args.enrol, seed=args.seed, limit=args.limit,
+        progress=not args.no_progress))
+    _emit(args, result, _identify_table)
+    return 0
+
+
+def _identify_table(r: dict[str, Any]) -> list[str]:
+    s, p, q = r["subjects"], r["photos"], r["searches"]
+    lines = [f"open-set identification on {r['dataset']} ({r['embedder']}), "
+             f"enrol {r['enrol_n']} photo(s), seed {r['seed']}",
+             f"  subjects     {s['enrolled']} enrolled ({s['enrolled_with_fewer']} with fewer "
+             f"photos, {len(s['failed_to_enrol'])} failed to enrol), {s['strangers']} strangers",
+             f"  photos       {p['total']} ({p['several_faces']} with several faces, "
+             f"{p['probe_face_not_largest']} probed with a smaller face, "
+             f"{p['unreadable']} unreadable)",
+             f"  searches     {q['mated']} mated ({q['mated_failed_to_acquire']} no usable face),"
+             f" {q['nonmated']} non-mated ({q['nonmated_failed_to_acquire']} no usable face)"]
+    for op in r["fnir_at_fpir"]:
+        lines.append(f"  FNIR@FPIR={op['fpir_target']:g}  {_pct(op['fnir'])}  "
+                     f"(threshold {op['threshold']:.4f}, measured FPIR {op['fpir']:.4f})")
+    lines.append(f"  rank-1       {_pct(r['rank1']['all_mated'])} of mated searches "
+                 f"({_pct(r['rank1']['acquired'])} of those with a usable face)")
+    lines.append(f"  wall time    {r['seconds']:.1f} s")
+    return lines
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    def probe(root: Path) -> None:
+        ds.read_wider_gt(args.gt or ds.find_wider_gt(root))
+        if not (root / "images").is_dir():
+            raise ds.DatasetError(f"{root}: no images/ folder")
+
+    _check_root(args.root, probe)
+    analyzer = build_analyzer(args)
+    result = _run(args, lambda: runner.run_detect(analyzer, args.root, gt_file=args.gt,
+                                                  limit=args.limit,
+                                                  progress=not args.no_progress))
+    _emit(args, result, _detect_table)
+    return 0
+
+
+def _detect_table(r: dict[str, Any]) -> list[str]:
+    d = r["detector"]
+    lines = [f"detection on {r['dataset']} ({r['images']['evaluated']} images, IoU >= "
+             f"{r['iou_threshold']}; detector input <= {d['max_side']} px, score >= "
+             f"{d['score_threshold']})",
+             f"  {'':16s} {'GT':>6s} {'recall':>8s} {'dets':>6s} {'precision':>9s}"]
+
+    def row(name: str, b: dict[str, Any]) -> str:
+        return (f"  {name:16s} {b['gt']:6d} {_pct(b['recall']):>8s} {b['detections']:6d} "
+                f"{_pct(b['precision']):>9s}")
+
+    lines.append(row("overall", r["overall"]))
+    lines.extend(row(f"size {k}", v) for k, v in r["by_size"].items())
+    lines.extend(row(k[:16], v) for k, v in r["by_event"].items())
+    for attribute, values in r.get("by_attribute", {}).items():
+        lines.append(f"  recall by perceived {attribute}:")
+        lines.extend(f"    {value[:14]:14s} {v['faces']:6d} {_pct(v['recall']):>8s}  "
+                     f"median size {v['median_size_px']:.0f} px" for value, v in values.items())
+    lines.append(f"  ignored: {r['ignored_gt']} invalid GT faces, {r['ignored_detections']} "
+                 f"detections on them; {r['mean_detect_ms']:.0f} ms/image; "
+                 f"wall time {r['seconds']:.1f} s")
+    return lines
