@@ -1,0 +1,1 @@
+"""Fixtures for the kafka server (filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the redis server (filled in by its owner)."""

@@ -1,0 +1,1 @@
+"""Fixtures for the triton server (filled in by its owner)."""
