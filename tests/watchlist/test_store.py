@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from facescreen.core.alignment import l2_normalise
 from facescreen.watchlist.store import LocalWatchlistStore, WatchlistError
+
 from tests.conftest import read_only
 
 DIM = 8
@@ -101,7 +101,7 @@ def test_read_only_directory_refuses_changes_but_still_reads(tmp_path: Path) -> 
     with read_only(tmp_path):
         index, _ = store.index()
         assert index.subject_ids == ("alice",)
-        with pytest.raises(WatchlistError, match="not writable|cannot write"):
+        with pytest.raises(WatchlistError, match=r"not writable|cannot write"):
             store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
     assert list(store.subjects()) == ["alice"]
     assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 1

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from facescreen.cli.common import REPO_ROOT, actor, add_model_args, build_analyzer, open_store
 from facescreen.cli.run_cmd import cmd_run
@@ -40,9 +41,10 @@ def best_frames(analyzer_args: argparse.Namespace, video: Path, count: int,
     scored: list[tuple[float, int, ImageBGR]] = []
     index = 0
     while True:
-        ok, frame = capture.read()
+        ok, raw = capture.read()
         if not ok:
             break
+        frame = np.asarray(raw, dtype=np.uint8)
         if index % step == 0:
             (faces,) = analyzer.analyze([frame], analyzer.config.enrolment)
             if len(faces) == 1 and faces[0].quality.passed:

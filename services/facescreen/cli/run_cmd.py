@@ -11,8 +11,13 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from facescreen.alerts.events import JsonLinesSink
-from facescreen.cli.common import CommandError, add_model_args, add_store_args, build_analyzer
-from facescreen.cli.common import open_store
+from facescreen.cli.common import (
+    CommandError,
+    add_model_args,
+    add_store_args,
+    build_analyzer,
+    open_store,
+)
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
 from facescreen.ingest.sources import SourceSpec, parse_source
 

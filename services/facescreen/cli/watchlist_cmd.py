@@ -10,7 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from facescreen.cli.common import (
-    CommandError, actor, add_model_args, add_store_args, build_analyzer, open_store,
+    CommandError,
+    actor,
+    add_model_args,
+    add_store_args,
+    build_analyzer,
+    open_store,
 )
 from facescreen.core.matching import threshold_for_fpir
 from facescreen.ingest.images import ImageError, load_image

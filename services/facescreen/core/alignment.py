@@ -34,15 +34,17 @@ def align_face(image: ImageBGR, landmarks: FloatArray, template: FloatArray, siz
 def chips_to_batch(chips: list[ImageBGR], colour: str, mean: tuple[float, float, float],
                    std: tuple[float, float, float]) -> FloatArray:
     """Stack BGR chips into a float32 NCHW batch in the embedder's colour order and scale."""
-    batch = np.stack(chips).astype(np.float32)
+    batch: FloatArray = np.stack(chips).astype(np.float32)
     if colour == "RGB":
         batch = batch[..., ::-1]
-    batch = (batch - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    batch = np.subtract(batch, np.asarray(mean, np.float32), dtype=np.float32)
+    batch = np.divide(batch, np.asarray(std, np.float32), dtype=np.float32)
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def l2_normalise(vectors: FloatArray) -> FloatArray:
     """Unit-length rows; a zero row stays zero rather than becoming NaN."""
     v = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(v, axis=-1, keepdims=True)
-    return (v / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: FloatArray = (v / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out

@@ -37,7 +37,8 @@ def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatAr
     canvas = np.zeros((ph, pw, 3), dtype=np.float32)
     pixels = resized[:, :, ::-1] if spec.colour == "RGB" else resized
     canvas[:nh, :nw] = pixels
-    canvas = (canvas - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    canvas -= np.asarray(spec.mean, np.float32)
+    canvas /= np.asarray(spec.std, np.float32)
     return canvas.transpose(2, 0, 1)[None].copy(), Letterbox(scale=scale, input_hw=(ph, pw))
 
 

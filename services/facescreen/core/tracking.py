@@ -60,8 +60,10 @@ def iou_matrix(a: list[tuple[float, float, float, float]],
     iw = np.clip(np.minimum(A[..., 2], B[..., 2]) - np.maximum(A[..., 0], B[..., 0]), 0, None)
     ih = np.clip(np.minimum(A[..., 3], B[..., 3]) - np.maximum(A[..., 1], B[..., 1]), 0, None)
     inter = iw * ih
-    area = lambda X: (X[..., 2] - X[..., 0]) * (X[..., 3] - X[..., 1])  # noqa: E731
-    return (inter / np.maximum(area(A) + area(B) - inter, 1e-6)).astype(np.float32)
+    area_a = (A[..., 2] - A[..., 0]) * (A[..., 3] - A[..., 1])
+    area_b = (B[..., 2] - B[..., 0]) * (B[..., 3] - B[..., 1])
+    out: FloatArray = (inter / np.maximum(area_a + area_b - inter, 1e-6)).astype(np.float32)
+    return out
 
 
 @dataclass
@@ -76,7 +78,7 @@ class FaceTracker:
 
     def update(self, faces: list[Face], timestamp: float) -> list[Track]:
         self.tracks = [t for t in self.tracks if timestamp - t.last_seen <= self.max_age_s]
-        cost = self._cost([f for f in faces])
+        cost = self._cost(faces)
         rows, cols = linear_sum_assignment(cost) if cost.size else ([], [])
         assigned: dict[int, Track] = {}
         for r, c in zip(rows, cols, strict=True):

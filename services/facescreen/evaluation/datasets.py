@@ -183,7 +183,8 @@ def read_wider_gt(path: Path) -> list[WiderImage]:
                                "'file / count / count face lines'") from None
         if count < 0 or any(len(r) < 4 + len(WIDER_ATTRIBUTES) for r in rows):
             raise DatasetError(f"{path}: entry {name!r} has a bad count or short face lines")
-        data = np.asarray(rows[:count], np.float64).reshape(count, -1)
+        width = 4 + len(WIDER_ATTRIBUTES)
+        data = np.asarray([r[:width] for r in rows[:count]], np.float64).reshape(count, width)
         boxes = np.column_stack([data[:, 0], data[:, 1], data[:, 0] + data[:, 2],
                                  data[:, 1] + data[:, 3]])
         images.append(WiderImage(name, boxes, data[:, 4:10].astype(np.int64)))

