@@ -6,10 +6,12 @@ import argparse
 import getpass
 import os
 from pathlib import Path
+from typing import Literal, overload
 
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.core.specs import PipelineConfig
+from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -27,8 +29,17 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="inference threads")
 
 
-def add_store_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, required=True, help="watchlist data directory")
+def add_store_args(parser: argparse.ArgumentParser, *, remote: bool = False) -> None:
+    """`--data-dir`; with `remote`, `--store redis://...` as the alternative (one required)."""
+    if not remote:
+        parser.add_argument("--data-dir", type=Path, required=True,
+                            help="watchlist data directory")
+        return
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", type=Path, help="watchlist data directory")
+    where.add_argument("--store", metavar="URL",
+                       help="Redis with vector search: redis://host:port/db, or rediss://"
+                            "user:password@host:port/db for TLS (instead of --data-dir)")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
@@ -48,10 +59,35 @@ def build_analyzer(args: argparse.Namespace) -> FaceAnalyzer:
     return FaceAnalyzer(backend, config)
 
 
-def open_store(args: argparse.Namespace) -> LocalWatchlistStore:
+@overload
+def open_store(args: argparse.Namespace, *, remote: Literal[False] = ...) -> LocalWatchlistStore:
+    ...
+
+
+@overload
+def open_store(args: argparse.Namespace, *, remote: Literal[True]) -> WatchlistStore:
+    ...
+
+
+def open_store(args: argparse.Namespace, *, remote: bool = False) -> WatchlistStore:
+    """The data directory's store, or with `remote` and `--store` the Redis one."""
     config = pipeline_config(args)
-    return LocalWatchlistStore(args.data_dir, embedder=config.embedder.name,
-                               dim=config.embedder.dim)
+    url = getattr(args, "store", None) if remote else None
+    if url is None:
+        return LocalWatchlistStore(args.data_dir, embedder=config.embedder.name,
+                                   dim=config.embedder.dim)
+    from facescreen.watchlist.redis_store import RedisWatchlistStore  # only when asked for
+
+    return RedisWatchlistStore(url, embedder=config.embedder.name, dim=config.embedder.dim,
+                               index_kind=_index_kind())
+
+
+def _index_kind() -> Literal["FLAT", "HNSW"]:
+    """FLAT unless FACESCREEN_REDIS_INDEX=HNSW; an existing index must be of that kind."""
+    kind = os.environ.get("FACESCREEN_REDIS_INDEX", "FLAT").upper()
+    if kind not in ("FLAT", "HNSW"):
+        raise CommandError(f"FACESCREEN_REDIS_INDEX={kind!r}: expected FLAT or HNSW")
+    return "HNSW" if kind == "HNSW" else "FLAT"
 
 
 def actor(args: argparse.Namespace) -> str:

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cmds = wl.add_subparsers(dest="watchlist_cmd", required=True)
 
     add = cmds.add_parser("add", help="enrol a subject's images on a watchlist")
-    add_store_args(add)
+    add_store_args(add, remote=True)
     add_model_args(add)
     add.add_argument("--watchlist", required=True)
     add.add_argument("--subject", required=True, help="subject id (a name or case number)")
@@ -41,13 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add.set_defaults(handler=cmd_add)
 
     ls = cmds.add_parser("list", help="list watchlists and subjects")
-    add_store_args(ls)
+    add_store_args(ls, remote=True)
     add_model_args(ls)
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_list)
 
     rm = cmds.add_parser("remove", help="remove a subject (and every template of it)")
-    add_store_args(rm)
+    add_store_args(rm, remote=True)
     add_model_args(rm)
     rm.add_argument("--subject", required=True)
     rm.add_argument("--watchlist", help="only take the subject off this watchlist")
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rm.set_defaults(handler=cmd_remove)
 
     st = cmds.add_parser("set", help="create a watchlist or set its threshold")
-    add_store_args(st)
+    add_store_args(st, remote=True)
     add_model_args(st)
     st.add_argument("--watchlist", required=True)
     st.add_argument("--threshold", type=float)
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     cal = cmds.add_parser("calibrate", help="set a watchlist's threshold for a target FPIR "
                           "from images of people not on it")
-    add_store_args(cal)
+    add_store_args(cal, remote=True)
     add_model_args(cal)
     cal.add_argument("--watchlist", required=True)
     cal.add_argument("--impostors", type=Path, required=True,
@@ -78,12 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cal.set_defaults(handler=cmd_calibrate)
 
     au = cmds.add_parser("audit", help="print the audit log")
-    add_store_args(au)
+    add_store_args(au, remote=True)
     add_model_args(au)
     au.set_defaults(handler=cmd_audit)
 
     px = cmds.add_parser("purge-expired", help="delete subjects past their expiry")
-    add_store_args(px)
+    add_store_args(px, remote=True)
     add_model_args(px)
     px.add_argument("--actor")
     px.set_defaults(handler=cmd_purge)
@@ -102,7 +102,7 @@ def _expiry(text: str | None) -> float | None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, remote=True)
     expires = _expiry(args.expires)
     faces = enrol_images(build_analyzer(args), args.images, args.face)
     subject = store.add_subject(
@@ -114,7 +114,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, remote=True)
     lists, subjects = store.watchlists(), store.subjects()
     if args.json:
         print(json.dumps({
@@ -133,25 +133,28 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    open_store(args).remove_subject(args.subject, actor=actor(args), reason=args.reason,
-                                    watchlist=args.watchlist)
+    store = open_store(args, remote=True)
+    store.remove_subject(args.subject, actor=actor(args), reason=args.reason,
+                         watchlist=args.watchlist)
     where = f" from {args.watchlist!r}" if args.watchlist else " and all its templates"
     print(f"removed {args.subject!r}{where}")
     return 0
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    wl = open_store(args).set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
-                                        threshold=args.threshold, description=args.description)
+    store = open_store(args, remote=True)
+    wl = store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
+                             threshold=args.threshold, description=args.description)
     print(f"{wl.name}  threshold={wl.threshold:.4f}")
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    index, _ = store.index()
-    if args.watchlist not in index.watchlists:
+    store = open_store(args, remote=True)
+    members = sum(1 for s in store.subjects().values() if args.watchlist in s.watchlists)
+    if members == 0:
         raise CommandError(f"watchlist {args.watchlist!r} has no enrolled subject")
+    search, _ = store.matcher([args.watchlist])
     paths = sorted(p for p in args.impostors.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise CommandError(f"no images under {args.impostors}")
@@ -164,14 +167,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             continue
         vectors = [f.embedding for f in faces if f.embedding is not None]
         if vectors:
-            results = index.search(np.stack(vectors), 1, [args.watchlist])
+            results = search(np.stack(vectors), 1)
             top.extend(r[0].score for r in results if r)
     if len(top) < 1 / args.target_fpir:
         raise CommandError(f"{len(top)} impostor faces cannot support FPIR {args.target_fpir}: "
                            f"need at least {int(np.ceil(1 / args.target_fpir))}")
     threshold = threshold_for_fpir(np.asarray(top, np.float32), args.target_fpir)
     calibration = {"target_fpir": args.target_fpir, "impostor_faces": len(top),
-                   "subjects": sum(1 for w in index.watchlists if w == args.watchlist)}
+                   "subjects": members}
     store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
                         threshold=threshold, calibration=calibration)
     print(f"{args.watchlist}: threshold {threshold:.4f} for FPIR {args.target_fpir} "
@@ -180,12 +183,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    for entry in open_store(args).audit_log():
+    for entry in open_store(args, remote=True).audit_log():
         print(json.dumps(entry, sort_keys=True))
     return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    gone = open_store(args).purge_expired(actor=actor(args))
+    gone = open_store(args, remote=True).purge_expired(actor=actor(args))
     print(f"deleted {len(gone)} expired subject(s)")
     return 0

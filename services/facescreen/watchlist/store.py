@@ -19,14 +19,15 @@ import os
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from facescreen.core.matching import GalleryIndex, subject_template
+from facescreen.core.matching import Candidate, GalleryIndex, subject_template
+from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
 
 FORMAT_VERSION = 1
@@ -145,6 +146,20 @@ class LocalWatchlistStore:
         thresholds = {n: w.threshold for n, w in state.watchlists.items()}
         return GalleryIndex(tuple(ids), tuple(lists), templates), thresholds
 
+    def matcher(self, watchlists: Sequence[str] | None = None, *,
+                now: float | None = None) -> tuple[SearchFn, dict[str, float]]:
+        """Exact search over the subjects live now, as screening calls it.
+
+        A snapshot: the data directory is read once, here; call again to see later changes.
+        """
+        index, thresholds = self.index(now)
+        chosen = None if watchlists is None else list(watchlists)
+
+        def search(probes: FloatArray, k: int) -> list[list[Candidate]]:
+            return index.search(probes, k, chosen)
+
+        return search, thresholds
+
     # -- writing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def _change(self, actor: str, action: str, reason: str, **details: Any) -> Iterator[_State]:
@@ -168,7 +183,7 @@ class LocalWatchlistStore:
             "subjects": {sid: asdict(s) for sid, s in state.subjects.items()},
         }
         buffer = io.BytesIO()
-        np.savez(buffer, **state.embeddings)
+        np.savez(buffer, **state.embeddings)  # type: ignore[arg-type]
         try:
             _atomic_write(self.data_dir / "embeddings.npz", buffer.getvalue(), private=True)
             _atomic_write(self._meta_path(), json.dumps(meta, indent=1).encode())
