@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.cli.main import main
 from facescreen.evaluation import runner
@@ -39,13 +38,16 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
 def test_verify_lfw_subset(data: Path, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
     plot = tmp_path / "roc.png"
-    r = run_json(capsys, "verify", str(data / "lfw-aligned112"), "--limit", "600",
+    # 1,000 impostor pairs make FAR 1e-3 measurable (one may pass). Here the full pipeline
+    # gives ~96% TAR; feeding the embedder BGR instead of RGB drops it to ~85%, a template
+    # mismatch to ~37%.
+    r = run_json(capsys, "verify", str(data / "lfw-aligned112"), "--limit", "2000",
                  "--plot", str(plot))
-    assert r["pairs"] == {"genuine": 300, "impostor": 300, "folds": 10}
-    assert r["accuracy"]["mean"] > 0.9
-    far_01 = next(p for p in r["tar_at_far"] if p["far_target"] == 0.01)
-    assert far_01["tar"] > 0.9 and far_01["far"] <= 0.01
-    assert r["eer"]["rate"] < 0.05
+    assert r["pairs"] == {"genuine": 1000, "impostor": 1000, "folds": 10}
+    assert r["accuracy"]["mean"] > 0.97
+    strict = next(p for p in r["tar_at_far"] if p["far_target"] == 0.001)
+    assert strict["tar"] > 0.92 and strict["far"] <= 0.001
+    assert r["eer"]["rate"] < 0.03
     assert r["genuine_score"]["mean"] > r["impostor_score"]["mean"] + 0.1
     gender = r["by_gender"]
     assert gender["female_female"]["impostor_pairs"] + gender["male_male"]["impostor_pairs"] > 100
@@ -63,9 +65,9 @@ def test_identify_celeba_subset(data: Path, tmp_path: Path,
     # Every photo is either an enrolment photo, a mated or a non-mated search.
     assert q["mated"] + q["nonmated"] + s["enrolled"] == r["photos"]["total"]
     assert q["mated_failed_to_acquire"] < 0.2 * q["mated"]
-    assert r["rank1"]["acquired"] > 0.8
+    assert r["rank1"]["acquired"] > 0.8  # ~0.89 here; ~0.72 with a wrong alignment template
     loose = next(p for p in r["fnir_at_fpir"] if p["fpir_target"] == 0.05)
-    assert loose["fnir"] < 0.5 and loose["fpir"] <= 0.05
+    assert loose["fnir"] < 0.4 and loose["fpir"] <= 0.05  # ~0.23 here; ~0.8 misaligned
     assert 0.5 < loose["threshold"] < 1.0
     assert plot.read_bytes()[:8] == PNG_MAGIC
 

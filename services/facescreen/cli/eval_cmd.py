@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     verify = cmds.add_parser("verify", help="1:1 verification on LFW aligned crops")
     verify.add_argument("root", type=Path, help="folder with pairs.txt and data/<Name>/")
-    _common(verify, plot=True)
+    _common(verify, plot=True, limit_help="at most N pairs, spread over every fold and class")
     verify.set_defaults(handler=cmd_verify)
 
     identify = cmds.add_parser("identify", help="open-set identification, full pipeline")
@@ -33,22 +33,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           help="photos per enrolled subject (default 1)")
     identify.add_argument("--seed", type=int, default=0,
                           help="shuffle seed choosing who is enrolled (default 0)")
-    _common(identify, plot=True)
+    _common(identify, plot=True, limit_help="only the first N subjects (sorted by id)")
     identify.set_defaults(handler=cmd_identify)
 
     detect = cmds.add_parser("detect", help="detector recall/precision on WIDER FACE GT")
     detect.add_argument("root", type=Path, help="folder with images/ and *_bbx_gt.txt")
     detect.add_argument("--gt", type=Path, help="ground-truth file (default: found in ROOT)")
-    _common(detect, plot=False)
+    _common(detect, plot=False, limit_help="N images evenly spaced through the ground truth")
     detect.set_defaults(handler=cmd_detect)
 
 
-def _common(parser: argparse.ArgumentParser, plot: bool) -> None:
+def _common(parser: argparse.ArgumentParser, plot: bool, limit_help: str) -> None:
     add_model_args(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     if plot:
         parser.add_argument("--plot", type=Path, metavar="FILE.png", help="write a chart")
-    parser.add_argument("--limit", type=int, metavar="N", help="evaluate a subset only")
+    parser.add_argument("--limit", type=int, metavar="N", help=f"subset: {limit_help}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from facescreen.analyzer.backends import ModelMissingError
-from facescreen.cli import models_cmd, run_cmd, watchlist_cmd
+from facescreen.cli import demo_cmd, eval_cmd, models_cmd, run_cmd, watchlist_cmd
 from facescreen.cli.common import CommandError
 from facescreen.ingest.images import ImageError
 from facescreen.ingest.sources import SourceError
@@ -27,14 +27,7 @@ def parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     watchlist_cmd.register(sub)
     models_cmd.register(sub)
-    try:
-        from facescreen.cli import eval_cmd
-    except ImportError:  # evaluation extras are optional
-        pass
-    else:
-        eval_cmd.register(sub)
-    from facescreen.cli import demo_cmd
-
+    eval_cmd.register(sub)
     demo_cmd.register(sub)
     return p
 

@@ -81,7 +81,7 @@ def threshold_for_fpir(impostor_top_scores: FloatArray, target_fpir: float) -> f
         raise ValueError("no impostor scores to calibrate on")
     if not 0.0 < target_fpir < 1.0:
         raise ValueError(f"target FPIR must be in (0, 1), got {target_fpir}")
-    allowed = int(np.floor(target_fpir * scores.size))  # probes that may alert
+    allowed = int(np.floor(target_fpir * scores.size + 1e-9))  # probes that may alert
     # Scores are float32: step to the next float32 above the last probe that must not alert.
     limit = scores[-1] if allowed == 0 else scores[-allowed - 1]
     return float(np.nextafter(limit, np.float32(np.inf)))

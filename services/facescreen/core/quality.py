@@ -19,6 +19,10 @@ from facescreen.core.types import Detection, FloatArray, ImageBGR, Quality
 _FRONTAL_NOSE_RATIO = 0.578
 # Degrees of pitch per unit change of that ratio: a coarse linear model, good to ~10 degrees.
 _PITCH_DEG_PER_RATIO = 120.0
+# Nose-tip depth in front of the eyes over half the inter-ocular distance. With eyes at
+# (+-e, 0) and the nose tip at depth d, a yaw t moves the nose by d*sin(t) while the eyes
+# shrink to e*cos(t), so the landmark asymmetry is (d/e)*tan(t).
+_NOSE_DEPTH_RATIO = 1.2
 # Laplacian variance at which sharpness reaches 0.5 on a 150-px chip.
 _SHARPNESS_HALF = 60.0
 
@@ -27,8 +31,9 @@ def pose_from_landmarks(landmarks: FloatArray) -> tuple[float, float, float]:
     """Estimate (yaw, pitch, roll) in degrees from the five points.
 
     Roll is the eye line's angle. In the roll-corrected frame, yaw comes from how far the
-    nose sits from the midpoint of the eyes and mouth corners, and pitch from where it sits
-    between the eye line and the mouth line. Coarse, but monotonic and cheap.
+    nose sits off the midline of the eyes and mouth corners (a tangent law, see
+    _NOSE_DEPTH_RATIO), and pitch from where it sits between the eye line and the mouth
+    line. Coarse, but monotonic and cheap.
     """
     le, re, nose, lm, rm = (landmarks[i].astype(np.float64) for i in range(5))
     roll = math.degrees(math.atan2(re[1] - le[1], re[0] - le[0]))
@@ -39,7 +44,7 @@ def pose_from_landmarks(landmarks: FloatArray) -> tuple[float, float, float]:
     right = (re[0] - nose[0] + rm[0] - nose[0]) / 2.0
     span = left + right
     asym = (left - right) / span if abs(span) > 1e-6 else 0.0
-    yaw = math.degrees(math.asin(float(np.clip(asym, -1.0, 1.0))))
+    yaw = math.degrees(math.atan(asym / _NOSE_DEPTH_RATIO))
     eye_y = (le[1] + re[1]) / 2.0
     mouth_y = (lm[1] + rm[1]) / 2.0
     height = mouth_y - eye_y

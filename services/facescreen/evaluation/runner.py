@@ -66,8 +66,9 @@ def read_image(path: Path) -> ImageBGR | None:
 
 
 def _thin_curve(x: FloatArray | np.ndarray, y: FloatArray | np.ndarray,
-                thresholds: np.ndarray) -> dict[str, list[float]]:
-    """At most CURVE_POINTS points with x > 0 and finite thresholds, spread evenly on log x.
+                thresholds: np.ndarray, keep_x: Sequence[float] = ()) -> dict[str, list[float]]:
+    """About CURVE_POINTS points with x > 0 and finite thresholds, spread evenly on log x,
+    plus the corners at the reported operating points' x (`keep_x`).
 
     For each retained x the best (last, i.e. lowest-threshold) point with that x is kept, so
     a plotted staircase stays exact at its corners.
@@ -80,7 +81,8 @@ def _thin_curve(x: FloatArray | np.ndarray, y: FloatArray | np.ndarray,
     if idx.size > CURVE_POINTS:
         grid = np.geomspace(x[idx[0]], x[idx[-1]], CURVE_POINTS)
         pos = np.clip(np.searchsorted(x[idx], grid, side="right") - 1, 0, idx.size - 1)
-        idx = idx[np.unique(pos)]
+        forced = [int(np.argmin(np.abs(x[idx] - k))) for k in keep_x]
+        idx = idx[np.unique(np.r_[pos, forced].astype(np.int64))]
     return {"x": x[idx].tolist(), "y": y[idx].tolist(), "threshold": thresholds[idx].tolist()}
 
 
@@ -162,7 +164,7 @@ def run_verify(analyzer: FaceAnalyzer, root: Path, *, limit: int | None = None,
         result["by_gender"] = _false_matches_by_gender(
             [p for p in pairs if not p.same], impostor, genders, points[0].threshold,
             far_targets[0])
-    curve = _thin_curve(roc.far, roc.tar, roc.thresholds)
+    curve = _thin_curve(roc.far, roc.tar, roc.thresholds, [op.far for op in points])
     result["curve"] = {"far": curve["x"], "tar": curve["y"], "threshold": curve["threshold"]}
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
@@ -225,6 +227,8 @@ def analyse_photos(analyzer: FaceAnalyzer, paths: Sequence[Path],
         return [c for c in (pc, ec if ec is not pc else None) if c is not None]
 
     def flush() -> None:
+        if not pending:
+            return
         chips = [c for *_, pc, ec in pending for c in distinct(pc, ec)]
         vectors = iter(analyzer.embed_chips(chips))
         for key, n, not_largest, pc, ec in pending:
@@ -336,7 +340,7 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
     acquired = ~np.isnan(mated_scores)
     points = [mt.fnir_at_fpir(mated_scores, mated_correct, nonmated, f) for f in fpir_targets]
     det = mt.det_curve(mated_scores, mated_correct, nonmated)
-    curve = _thin_curve(det.fpir, det.fnir, det.thresholds)
+    curve = _thin_curve(det.fpir, det.fnir, det.thresholds, [p.fpir for p in points])
     several = sum(cache[str(p)].detected > 1 for p in all_paths)
     result: dict[str, Any] = {
         "task": "identify",
