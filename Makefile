@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 MODELS := triton_models/detector/1/model.onnx triton_models/embedder/1/model.onnx
 
-.PHONY: setup models run test lint bench eval system-deps clean
+.PHONY: setup models run test lint bench eval system-deps triton-env clean
 
 setup: $(STAMP)
 
@@ -27,15 +27,19 @@ run: models
 system-deps:
 	bash scripts/install-system-deps.sh
 
+triton-env:
+	bash scripts/setup-triton-env.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
 
-test: models system-deps lint
+test: models system-deps triton-env lint
 	$(BIN)/pytest
 
 bench: models
-	$(BIN)/python bench/embedded_throughput.py
+	$(BIN)/python bench/embedded_throughput.py --json docs/figures/embedded_throughput.json
+	$(BIN)/python bench/screening_accuracy.py --json docs/figures/screening_accuracy.json
 
 clean:
-	rm -rf $(VENV) .cache triton_models/*/1/model.onnx
+	rm -rf $(VENV) .venv-triton .cache triton_models/*/1/model.onnx
