@@ -79,7 +79,7 @@ def pipeline_run(analyzer: FaceAnalyzer, clip: Path, enrol: np.ndarray) -> tuple
     index = GalleryIndex(("bench",), ("bench",), enrol[None])
     sink = JsonLinesSink(io.StringIO())  # alerts kept in memory, still validated
     options = RunOptions(sources=[SourceSpec("bench", str(clip))], batch_size=4)
-    pipeline = EmbeddedPipeline(analyzer, index, {"bench": 0.95}, sink, options)
+    pipeline = EmbeddedPipeline(analyzer, index.search, {"bench": 0.95}, sink, options)
     start = time.perf_counter()
     stats = asyncio.run(pipeline.run())
     return time.perf_counter() - start, stats.frames

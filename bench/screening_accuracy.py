@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
@@ -48,7 +47,7 @@ def screen_clip(analyzer: FaceAnalyzer, index: GalleryIndex, threshold: float,
                         if d.face.embedding is not None)
 
     sink = JsonLinesSink(io.StringIO())
-    pipeline = EmbeddedPipeline(analyzer, index, {"demo": threshold}, sink,
+    pipeline = EmbeddedPipeline(analyzer, index.search, {"demo": threshold}, sink,
                                 RunOptions(sources=[SourceSpec("clip", str(clip))]),
                                 on_frame=on_frame)
     stats = asyncio.run(pipeline.run())

@@ -8,7 +8,15 @@ import sys
 from collections.abc import Sequence
 
 from facescreen.analyzer.backends import ModelMissingError
-from facescreen.cli import demo_cmd, eval_cmd, models_cmd, run_cmd, watchlist_cmd
+from facescreen.cli import (
+    demo_cmd,
+    eval_cmd,
+    models_cmd,
+    run_cmd,
+    services_cmd,
+    stack_cmd,
+    watchlist_cmd,
+)
 from facescreen.cli.common import CommandError
 from facescreen.ingest.images import ImageError
 from facescreen.ingest.sources import SourceError
@@ -29,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     models_cmd.register(sub)
     eval_cmd.register(sub)
     demo_cmd.register(sub)
+    services_cmd.register(sub)
+    stack_cmd.register(sub)
     return p
 
 

@@ -26,7 +26,7 @@ log = logging.getLogger("facescreen.run")
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("run", help="screen video sources against the watchlists (embedded)")
-    add_store_args(p)
+    add_store_args(p, remote=True)
     add_model_args(p)
     p.add_argument("--source", action="append", required=True, metavar="NAME=URI",
                    help="video file, rtsp:// or http(s):// URL, or device index; repeatable")
@@ -59,16 +59,15 @@ def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     specs = parse_sources(args)
-    index, thresholds = open_store(args).index()
-    if len(index) == 0:
-        log.warning("the watchlist in %s is empty: faces are analysed, nothing can alert",
-                    args.data_dir)
+    search, thresholds = open_store(args, remote=True).matcher()
+    if not thresholds:
+        log.warning("no watchlist exists yet: faces are analysed, nothing can alert")
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     sink = JsonLinesSink(args.alerts_out)
     options = RunOptions(sources=specs, batch_size=args.batch, cooldown_s=args.cooldown,
                          snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects)
-    pipeline = EmbeddedPipeline(build_analyzer(args), index, thresholds, sink, options)
+    pipeline = EmbeddedPipeline(build_analyzer(args), search, thresholds, sink, options)
     try:
         stats = asyncio.run(_run_until_signal(pipeline))
     finally:

@@ -1,4 +1,4 @@
-"""The embedded mode: every stage in one process, wired with asyncio queues.
+"""The embedded mode: every stage in one process, wired with in-memory queues.
 
 Capture runs in one thread per source; analysis runs in a worker thread so the event loop
 stays free; screening and sinks run on the loop. Live sources keep only the freshest frames
@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +23,7 @@ from prometheus_client import Counter
 
 from facescreen.alerts.events import JsonLinesSink, alert_to_event
 from facescreen.analyzer.analyzer import FaceAnalyzer
-from facescreen.core.matching import GalleryIndex
-from facescreen.core.screening import Alert, FaceDecision, SourceScreener
+from facescreen.core.screening import Alert, FaceDecision, SearchFn, SourceScreener
 from facescreen.core.types import Face, Frame
 from facescreen.ingest.sources import FrameSource, SourceError, SourceSpec
 
@@ -70,7 +69,7 @@ FrameCallback = Callable[[Frame, list[FaceDecision], list[Alert]], None]
 class EmbeddedPipeline:
     """decode -> detect -> quality -> embed -> match, for several sources at once."""
 
-    def __init__(self, analyzer: FaceAnalyzer, index: GalleryIndex, thresholds: dict[str, float],
+    def __init__(self, analyzer: FaceAnalyzer, search: SearchFn, thresholds: Mapping[str, float],
                  sink: JsonLinesSink, options: RunOptions,
                  on_frame: FrameCallback | None = None) -> None:
         self.analyzer = analyzer
@@ -80,7 +79,7 @@ class EmbeddedPipeline:
         self.stats = RunStats()
         self.stop = threading.Event()
         self.screeners = {
-            s.name: SourceScreener(s.name, index.search, thresholds, cooldown_s=options.cooldown_s)
+            s.name: SourceScreener(s.name, search, thresholds, cooldown_s=options.cooldown_s)
             for s in options.sources
         }
         self._models = (analyzer.config.detector.decoder, analyzer.config.embedder.name)
