@@ -89,8 +89,9 @@ class EmbeddedPipeline:
         self._wake = asyncio.Event()
         self._pending: dict[str, deque[Frame]] = {s.name: deque() for s in self.options.sources}
         self._open = set(self._pending)
+        # Files wait for room instead of dropping: one slot per frame queued or in analysis.
         self._slots = {s.name: threading.Semaphore(self.options.queue_size)
-                       for s in self.options.sources}
+                       for s in self.options.sources if not s.live}
         threads = [threading.Thread(target=self._capture, args=(s, loop),
                                     name=f"capture-{s.name}", daemon=True)
                    for s in self.options.sources]
@@ -144,7 +145,8 @@ class EmbeddedPipeline:
             for name, pending in self._pending.items():
                 if pending and len(batch) < self.options.batch_size:
                     batch.append(pending.popleft())
-                    self._slots[name].release()
+                    if name in self._slots:
+                        self._slots[name].release()
         return batch
 
     # -- analysis and screening ------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""Validation where a message enters a service: a usable value, or a `DeadLetter` with a reason.
+
+Checks run cheapest first, and nothing is decoded before its headers and size are known
+good, so a hostile or broken producer costs little: headers, schema version, key,
+camera, size, JPEG signature and end marker, then (in the worker thread) decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import jsonschema
+
+from facescreen.alerts.events import validator
+from facescreen.bus.codecs import (
+    SCHEMA_VERSION,
+    CodecError,
+    FaceEvent,
+    FrameMeta,
+    frame_meta,
+    headers_as_text,
+    parse_face_event,
+    typed_frame_headers,
+)
+from facescreen.bus.deadletter import DeadLetter, MessageRef
+from facescreen.core.types import ImageBGR
+from facescreen.ingest.images import ImageError, decode_image
+
+_FRAME_REQUIRED = ("schema_version", "camera", "session", "seq", "frame_index", "captured_at",
+                   "width", "height", "content_type")
+DEFAULT_MAX_FRAME_BYTES = 900_000  # under Apache Kafka's default 1 MB message limit
+
+
+@dataclass(frozen=True)
+class FramePolicy:
+    """What the analyzer accepts: a size limit and, optionally, the cameras it knows."""
+
+    max_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    cameras: frozenset[str] | None = None
+
+
+def _schema_error(error: jsonschema.ValidationError) -> str:
+    """The schema violation without quoting a long value (it could be an embedding)."""
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    if len(repr(error.instance)) <= 80:
+        return f"{where}: {error.message}"[:300]
+    return f"{where}: fails {error.validator!r} {str(error.validator_value)[:80]}"
+
+
+def check_frame(ref: MessageRef, policy: FramePolicy) -> FrameMeta:
+    """Everything about a frame message that can be checked without decoding the JPEG."""
+    try:
+        text = headers_as_text(ref.headers)
+    except CodecError as exc:
+        raise DeadLetter("bad_headers", str(exc)) from None
+    missing = [h for h in _FRAME_REQUIRED if h not in text]
+    if missing:
+        raise DeadLetter("missing_headers", f"missing header(s): {', '.join(missing)}")
+    typed = typed_frame_headers(text)
+    if typed["schema_version"] != SCHEMA_VERSION:
+        raise DeadLetter("schema_version", f"frame schema version {text['schema_version']!r}; "
+                         f"this service reads version {SCHEMA_VERSION}")
+    errors = sorted(validator("frame").iter_errors(typed), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise DeadLetter("bad_headers", "; ".join(_schema_error(e) for e in errors[:3]))
+    meta = frame_meta(typed)
+    if ref.key is None or ref.key.decode("utf-8", "replace") != meta.camera:
+        raise DeadLetter("key_mismatch", f"message key does not name camera {meta.camera!r}")
+    if policy.cameras is not None and meta.camera not in policy.cameras:
+        raise DeadLetter("unknown_camera", f"camera {meta.camera!r} is not configured")
+    value = ref.value or b""
+    if len(value) > policy.max_bytes:
+        raise DeadLetter("oversized", f"frame of {len(value):,} bytes exceeds the limit of "
+                         f"{policy.max_bytes:,}")
+    if not value.startswith(b"\xff\xd8\xff"):
+        raise DeadLetter("not_jpeg", f"value of {len(value):,} bytes is not a JPEG "
+                         "(no start-of-image marker)")
+    if not value.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        # libjpeg decodes a truncated JPEG with a grey bottom and only a warning.
+        raise DeadLetter("truncated", "JPEG has no end-of-image marker (truncated)")
+    return meta
+
+
+def decode_frame(ref: MessageRef, meta: FrameMeta) -> ImageBGR:
+    """The frame's pixels; the header sizes must be the decoded sizes."""
+    try:
+        image = decode_image(ref.value or b"", name=f"frame {meta.camera}#{meta.seq}",
+                             max_pixels=meta.width * meta.height)
+    except ImageError as exc:
+        raise DeadLetter("corrupt_image", str(exc)) from None
+    height, width = image.shape[:2]
+    if (width, height) != (meta.width, meta.height):
+        raise DeadLetter("size_mismatch", f"decoded {width}x{height}, headers say "
+                         f"{meta.width}x{meta.height}")
+    return image
+
+
+def check_face_event(ref: MessageRef, embedder: str | None = None,
+                     dim: int | None = None) -> FaceEvent:
+    """A face event parsed into core faces, or a DeadLetter saying what is wrong with it."""
+    try:
+        doc = json.loads(ref.value or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DeadLetter("invalid_json", f"not JSON: {exc.__class__.__name__} at byte "
+                         f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}") from None
+    if not isinstance(doc, dict):
+        raise DeadLetter("invalid_event", f"a face event is a JSON object, got "
+                         f"{type(doc).__name__}")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise DeadLetter("schema_version", f"face event schema version "
+                         f"{str(doc.get('schema_version'))[:20]!r}; this service reads "
+                         f"version {SCHEMA_VERSION}")
+    errors = sorted(validator("face_event").iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise DeadLetter("invalid_event", "; ".join(_schema_error(e) for e in errors[:3]))
+    if ref.key is None or ref.key.decode("utf-8", "replace") != doc["camera"]:
+        raise DeadLetter("key_mismatch", f"message key does not name camera {doc['camera']!r}")
+    if embedder is not None and doc["models"]["embedder"] != embedder:
+        raise DeadLetter("model_mismatch", f"embeddings from {doc['models']['embedder']!r}, "
+                         f"the watchlist holds {embedder!r} templates")
+    if dim is not None and doc["embedding_dim"] != dim:
+        raise DeadLetter("model_mismatch", f"embedding dim {doc['embedding_dim']}, the "
+                         f"watchlist holds dim {dim}")
+    try:
+        return parse_face_event(doc)
+    except CodecError as exc:
+        raise DeadLetter("bad_embedding", str(exc)) from None
+
+
+def known_cameras(names: Collection[str] | None) -> frozenset[str] | None:
+    return None if not names else frozenset(names)

@@ -1,0 +1,170 @@
+"""What the Faust services share: app settings, message refs, readiness, running the worker.
+
+Faust's defaults suit a long-lived cluster, not a restart-happy one: a 60 s session timeout
+makes a Kafka-protocol broker like tansu take ~30 s per group join, and offsets committed
+every 2.8 s mean more redelivery after a crash. Both are set here from `FaustTuning`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import faust
+from prometheus_client import Gauge
+
+from facescreen.bus.deadletter import MessageRef
+from facescreen.ops.health import Readiness
+
+log = logging.getLogger("facescreen.faust")
+LAG = Gauge("facescreen_consumer_lag", "Messages behind the partition's end, per service",
+            ["service", "topic", "partition"])
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FaustTuning:
+    """Group and commit timing. Tests use a short session timeout (fast joins)."""
+
+    session_timeout_s: float = 10.0
+    commit_interval_s: float = 1.0  # at most this much work is redone after a kill -9
+    commit_every: int = 100
+    stream_buffer: int = 64  # events fetched ahead per partition (frames are big)
+
+    @property
+    def heartbeat_s(self) -> float:
+        return max(0.3, min(3.0, self.session_timeout_s / 4))
+
+
+def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
+             max_request_bytes: int = 1_048_576) -> faust.App:
+    """A Faust app that never declares topics (they are created explicitly) and has no web."""
+    return faust.App(
+        app_id,
+        broker=[f"kafka://{server}" for server in bootstrap],
+        autodiscover=False,
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=tuning.session_timeout_s,
+        broker_heartbeat_interval=tuning.heartbeat_s,
+        broker_rebalance_timeout=max(tuning.session_timeout_s, 10.0),
+        broker_commit_interval=tuning.commit_interval_s,
+        broker_commit_every=tuning.commit_every,
+        stream_buffer_maxsize=tuning.stream_buffer,
+        stream_wait_empty=True,
+        producer_acks=-1,
+        producer_max_request_size=max_request_bytes,
+        consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * max_request_bytes),
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    """A topic of bytes keys and values: codecs and validation are ours, not Faust's."""
+    return app.topic(name, key_serializer="raw", value_serializer="raw")
+
+
+def message_ref(event: Any) -> MessageRef:
+    """The MessageRef of a Faust event (headers come as a tuple of pairs or a mapping)."""
+    message = event.message
+    headers = message.headers or ()
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    return MessageRef(topic=message.topic, partition=message.partition, offset=message.offset,
+                      key=message.key, value=message.value,
+                      headers=[(str(k), v if isinstance(v, bytes) else bytes(v or b""))
+                               for k, v in pairs])
+
+
+def watch_assignment(app: faust.App, readiness: Readiness, service: str) -> None:
+    """Readiness 'broker' turns true once the group has given this worker its partitions."""
+
+    async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        readiness.mark("broker", True)
+        log.info("partitions assigned", extra={"fields": {
+            "service": service, "partitions": sorted(f"{tp.topic}:{tp.partition}"
+                                                     for tp in assigned)}})
+
+    app.on_partitions_assigned.connect(cast(Any, _assigned))
+
+
+def observe_lag(app: faust.App, service: str, ref: MessageRef) -> None:
+    """Consumer lag of the partition `ref` came from, as of this message."""
+    try:
+        from faust.types import TP
+
+        highwater = app.consumer.highwater(TP(ref.topic, ref.partition))
+    except Exception:  # highwater is best effort; never fail a message for a gauge
+        return
+    if highwater is not None:
+        LAG.labels(service, ref.topic, str(ref.partition)).set(max(0, highwater - ref.offset - 1))
+
+
+async def retry_forever(what: str, call: Callable[[], Awaitable[T]], readiness: Readiness,
+                        check: str, is_transient: Callable[[BaseException], bool],
+                        max_delay_s: float = 30.0) -> T:
+    """Await `call` until it succeeds; transient failures back off (readiness false meanwhile).
+
+    Used for infrastructure that is down (inference server, watchlist store): the line
+    stops and nothing is skipped or dead-lettered, since the message is not at fault.
+    """
+    attempt = 0
+    while True:
+        try:
+            result = await call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            readiness.mark(check, False)
+            delay = min(max_delay_s, 0.5 * 2 ** min(attempt - 1, 8)) * random.uniform(0.5, 1.0)
+            log.warning("retrying", extra={"fields": {"what": what, "attempt": attempt,
+                                                      "error": f"{type(exc).__name__}: {exc}",
+                                                      "delay_s": round(delay, 2)}})
+            await asyncio.sleep(delay)
+            continue
+        if attempt:
+            log.info("recovered", extra={"fields": {"what": what, "attempts": attempt + 1}})
+        readiness.mark(check, True)
+        return result
+
+
+def run_worker(app: faust.App, loglevel: str = "info") -> int:
+    """Run the app until SIGTERM/SIGINT; Faust then waits for in-flight events and commits."""
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False,
+                          redirect_stdouts=False)
+    worker.spinner = None  # it writes terminal escapes to stdout even when quiet
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 1 if failed() else code
+
+
+_failure: list[BaseException] = []
+
+
+def fail_stop(exc: BaseException, service: str) -> None:
+    """An error no retry will fix: stop gracefully (commit what was acknowledged) and exit 1.
+
+    Faust would otherwise restart the agent and acknowledge the failed events, losing
+    them; stopping leaves them uncommitted, so the restarted worker does them again.
+    """
+    import os
+    import signal
+
+    log.critical("unrecoverable error, stopping", exc_info=exc,
+                 extra={"fields": {"service": service}})
+    _failure.append(exc)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def failed() -> bool:
+    return bool(_failure)

@@ -1,0 +1,1 @@
+"""The matcher service: face events in, watchlist alerts out."""
