@@ -34,12 +34,14 @@ def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatAr
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA) if scale < 1 else image
     m = spec.size_multiple
     ph, pw = -(-nh // m) * m, -(-nw // m) * m
-    canvas = np.zeros((ph, pw, 3), dtype=np.float32)
-    pixels = resized[:, :, ::-1] if spec.colour == "RGB" else resized
-    canvas[:nh, :nw] = pixels
-    canvas -= np.asarray(spec.mean, np.float32)
-    canvas /= np.asarray(spec.std, np.float32)
-    return canvas.transpose(2, 0, 1)[None].copy(), Letterbox(scale=scale, input_hw=(ph, pw))
+    padded = cv2.copyMakeBorder(resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=0)
+    # One OpenCV call does the channel swap, float conversion and NCHW layout.
+    blob = cv2.dnn.blobFromImage(padded, swapRB=spec.colour == "RGB")
+    if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
+        blob -= np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+        blob /= np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+    batch: FloatArray = np.asarray(blob, dtype=np.float32)
+    return batch, Letterbox(scale=scale, input_hw=(ph, pw))
 
 
 def decode_centerface(
