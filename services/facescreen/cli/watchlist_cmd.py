@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +22,8 @@ from facescreen.cli.common import (
 )
 from facescreen.core.matching import threshold_for_fpir
 from facescreen.ingest.images import ImageError, load_image
+from facescreen.ingest.sources import mask_uri
+from facescreen.watchlist.audit_relay import relay
 from facescreen.watchlist.enrol import enrol_images
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -76,6 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cal.add_argument("--reason", default="calibration")
     cal.add_argument("--actor")
     cal.set_defaults(handler=cmd_calibrate)
+
+    relay_p = cmds.add_parser("audit-relay", help="publish new audit entries to the audit topic")
+    add_store_args(relay_p, remote=True)
+    add_model_args(relay_p)
+    relay_p.add_argument("--bootstrap", default=os.environ.get("FACESCREEN_BOOTSTRAP"),
+                         required="FACESCREEN_BOOTSTRAP" not in os.environ,
+                         help="Kafka bootstrap servers (env FACESCREEN_BOOTSTRAP)")
+    relay_p.add_argument("--topic-prefix", default=os.environ.get("FACESCREEN_TOPIC_PREFIX", ""))
+    relay_p.add_argument("--follow", type=float, metavar="SECONDS",
+                         help="keep relaying, polling this often (default: once, then exit)")
+    relay_p.set_defaults(handler=cmd_audit_relay)
 
     au = cmds.add_parser("audit", help="print the audit log")
     add_store_args(au, remote=True)
@@ -186,6 +202,35 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for entry in open_store(args, remote=True).audit_log():
         print(json.dumps(entry, sort_keys=True))
     return 0
+
+
+def cmd_audit_relay(args: argparse.Namespace) -> int:
+    from kafka import KafkaProducer
+
+    from facescreen.bus.topics import BusConfig, bootstrap_list
+
+    store = open_store(args, remote=True)
+    store_id = mask_uri(args.store) if getattr(args, "store", None) else str(
+        Path(args.data_dir).resolve())
+    topic = BusConfig().with_prefix(args.topic_prefix).audit.name
+    producer = KafkaProducer(bootstrap_servers=bootstrap_list(args.bootstrap), acks="all",
+                             allow_auto_create_topics=False, max_block_ms=10_000,
+                             client_id="facescreen-audit-relay")
+
+    def publish(event: dict[str, Any]) -> None:
+        key = str(event.get("subject") or event.get("watchlist") or "").encode()
+        producer.send(topic, key=key, value=json.dumps(event, sort_keys=True).encode())
+
+    try:
+        while True:
+            count = relay(store, store_id, publish, producer.flush)
+            print(f"relayed {count} audit entr{'y' if count == 1 else 'ies'} to {topic}",
+                  flush=True)
+            if args.follow is None:
+                return 0
+            time.sleep(args.follow)
+    finally:
+        producer.close(timeout=5)
 
 
 def cmd_purge(args: argparse.Namespace) -> int:

@@ -36,11 +36,11 @@ def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatAr
     ph, pw = -(-nh // m) * m, -(-nw // m) * m
     padded = cv2.copyMakeBorder(resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=0)
     # One OpenCV call does the channel swap, float conversion and NCHW layout.
-    blob = cv2.dnn.blobFromImage(padded, swapRB=spec.colour == "RGB")
+    batch: FloatArray = np.asarray(cv2.dnn.blobFromImage(padded, swapRB=spec.colour == "RGB"),
+                                   dtype=np.float32)
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
-        blob -= np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-        blob /= np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
-    batch: FloatArray = np.asarray(blob, dtype=np.float32)
+        batch -= np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+        batch /= np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
     return batch, Letterbox(scale=scale, input_hw=(ph, pw))
 
 

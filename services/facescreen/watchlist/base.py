@@ -55,6 +55,12 @@ class WatchlistStore(Protocol):
         """Every change, oldest first; never an embedding."""
         ...
 
+    def audit_cursor(self) -> str | None:
+        """Id of the last audit entry relayed to the audit topic."""
+        ...
+
+    def set_audit_cursor(self, entry_id: str) -> None: ...
+
     def matcher(self, watchlists: Sequence[str] | None = None, *,
                 now: float | None = None) -> tuple[SearchFn, Mapping[str, float]]:
         """The search function screening calls, and each watchlist's threshold.

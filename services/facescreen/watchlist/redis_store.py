@@ -309,6 +309,16 @@ class RedisWatchlistStore:
             log.append(event)
         return log
 
+    def audit_cursor(self) -> str | None:
+        """Id of the last audit entry relayed to the audit topic (None: nothing yet)."""
+        with self._errors():
+            value = self._r.get(self._key("audit", "relayed"))
+        return None if value is None else _text(value)
+
+    def set_audit_cursor(self, entry_id: str) -> None:
+        with self._errors():
+            self._r.set(self._key("audit", "relayed"), entry_id)
+
     def matcher(self, watchlists: Sequence[str] | None = None, *,
                 now: float | None = None) -> tuple[SearchFn, Mapping[str, float]]:
         """KNN in Redis on every call, pre-filtered by watchlist tag and expiry.

@@ -197,10 +197,21 @@ class LocalWatchlistStore:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
 
     def audit_log(self) -> list[dict[str, Any]]:
+        """Every audit event, oldest first, each with its line number as `id`."""
         path = self.data_dir / "audit.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
+        return [{**json.loads(line), "id": str(n)} for n, line in enumerate(lines, 1)
+                if line.strip()]
+
+    def audit_cursor(self) -> str | None:
+        """Id of the last audit entry relayed to the audit topic (None: nothing yet)."""
+        path = self.data_dir / "audit.relayed"
+        return path.read_text().strip() or None if path.exists() else None
+
+    def set_audit_cursor(self, entry_id: str) -> None:
+        _atomic_write(self.data_dir / "audit.relayed", entry_id.encode())
 
     def set_watchlist(self, name: str, *, actor: str, reason: str = "",
                       threshold: float | None = None, description: str | None = None,

@@ -1,0 +1,54 @@
+"""Moves watchlist audit entries from the store to the audit topic (an outbox relay).
+
+Each store writes its audit entry in the same transaction as the change; the relay then
+publishes entries after its cursor and advances the cursor only once Kafka has them, so
+an entry is published at least once. Its `audit_id` derives from the entry id, so a
+consumer can drop a repeat.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from facescreen.alerts.events import validator
+from facescreen.watchlist.base import WatchlistStore
+
+AUDIT_NAMESPACE = uuid.UUID("0b5e7c1a-9f3d-4a61-8c2e-4d7a1f6b2e90")
+_CORE = {"id", "time", "actor", "action", "reason", "subject", "watchlist"}
+
+
+def to_audit_event(entry: Mapping[str, Any], store_id: str) -> dict[str, Any]:
+    """The schema form of one store entry; non-scalar details are left out."""
+    details = {k: v for k, v in entry.items() if k not in _CORE
+               and (v is None or isinstance(v, (str, int, float, bool)))}
+    event = {
+        "schema_version": 1,
+        "audit_id": str(uuid.uuid5(AUDIT_NAMESPACE, f"{store_id}|{entry['id']}")),
+        "at": float(entry["time"]), "actor": str(entry["actor"]), "action": str(entry["action"]),
+        "subject": entry.get("subject"), "watchlist": entry.get("watchlist"),
+        "reason": str(entry.get("reason", "")), "details": details,
+    }
+    validator("audit").validate(event)
+    return event
+
+
+def pending(entries: Sequence[Mapping[str, Any]], cursor: str | None) -> list[Mapping[str, Any]]:
+    """The entries after the one the cursor names (all of them without a cursor)."""
+    if cursor is None:
+        return list(entries)
+    ids = [str(e["id"]) for e in entries]
+    return list(entries[ids.index(cursor) + 1:]) if cursor in ids else list(entries)
+
+
+def relay(store: WatchlistStore, store_id: str, publish: Callable[[dict[str, Any]], None],
+          flush: Callable[[], None]) -> int:
+    """Publish every unrelayed entry, flush, then advance the cursor; returns the count."""
+    todo = pending(store.audit_log(), store.audit_cursor())
+    for entry in todo:
+        publish(to_audit_event(entry, store_id))
+    if todo:
+        flush()
+        store.set_audit_cursor(str(todo[-1]["id"]))
+    return len(todo)
