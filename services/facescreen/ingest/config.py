@@ -57,14 +57,7 @@ class IngestConfig:
 
     @classmethod
     def from_toml(cls, path: Path) -> IngestConfig:
-        try:
-            with Path(path).open("rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(_read_toml(path), str(path))
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], where: str = "config") -> IngestConfig:
@@ -89,13 +82,7 @@ class IngestConfig:
 def camera_names(path: Path) -> list[str]:
     """The camera names of an ingest config, without resolving URIs (for the analyzer,
     which must not need the cameras' credentials)."""
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = _read_toml(path)
     cameras = data.get("cameras")
     if not isinstance(cameras, list) or not cameras:
         raise ConfigError(f"{path}: no [[cameras]] configured")
@@ -141,3 +128,13 @@ def _camera(item: Any, index: int, default_quality: int, where: str) -> CameraCo
     except ValueError as exc:
         raise ConfigError(f"{here}: {exc}") from None
     return camera
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None

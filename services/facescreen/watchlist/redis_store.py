@@ -412,12 +412,7 @@ class RedisWatchlistStore:
         def change(pipe: Pipeline) -> Watchlist:
             raw = pipe.hget(key, name)
             wl = Watchlist(**json.loads(raw)) if raw else Watchlist(name)
-            if threshold is not None:
-                wl.threshold = float(threshold)
-            if description is not None:
-                wl.description = description
-            if calibration is not None:
-                wl.calibration = calibration
+            wl.update(threshold, description, calibration)
             pipe.multi()
             pipe.hset(key, name, json.dumps(asdict(wl)))
             self._audit(pipe, actor, "set_watchlist", reason, watchlist=name,

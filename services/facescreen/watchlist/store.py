@@ -66,6 +66,17 @@ class Watchlist:
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
+    def update(self, threshold: float | None, description: str | None,
+               calibration: dict[str, Any] | None) -> None:
+        """Change what is given, keep the rest."""
+        if threshold is not None:
+            self.threshold = float(threshold)
+        if description is not None:
+            self.description = description
+        if calibration is not None:
+            self.calibration = calibration
+
+
 @dataclass
 class _State:
     embedder: str
@@ -224,12 +235,7 @@ class LocalWatchlistStore:
         with self._change(actor, "set_watchlist", reason, watchlist=name,
                           threshold=threshold) as state:
             wl = state.watchlists.setdefault(name, Watchlist(name))
-            if threshold is not None:
-                wl.threshold = float(threshold)
-            if description is not None:
-                wl.description = description
-            if calibration is not None:
-                wl.calibration = calibration
+            wl.update(threshold, description, calibration)
             return wl
 
     def add_subject(self, subject_id: str, watchlist: str, embeddings: list[tuple[str, float,
