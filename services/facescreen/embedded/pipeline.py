@@ -59,7 +59,7 @@ class RunStats:
     def line(self) -> str:
         elapsed = max(1e-6, time.perf_counter() - self.started)
         return (f"frames {self.frames} ({self.frames / elapsed:.1f}/s)  faces {self.faces} "
-                f"(matched-quality {self.faces_passed})  alerts {self.alerts}  "
+                f"({self.faces_passed} passed quality)  alerts {self.alerts}  "
                 f"dropped {self.dropped}")
 
 
@@ -183,8 +183,9 @@ class EmbeddedPipeline:
 
     async def _status(self) -> None:
         interactive = sys.stderr.isatty()
+        every = self.options.status_every_s if interactive else 5 * self.options.status_every_s
         while True:
-            await asyncio.sleep(self.options.status_every_s)
+            await asyncio.sleep(every)
             line = self.stats.line()
             if interactive:
                 sys.stderr.write("\r" + line + "   ")
