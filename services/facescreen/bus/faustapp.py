@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import faust
@@ -42,9 +44,14 @@ class FaustTuning:
 
 def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
              max_request_bytes: int = 1_048_576) -> faust.App:
-    """A Faust app that never declares topics (they are created explicitly) and has no web."""
+    """A Faust app that never declares topics (they are created explicitly) and has no web.
+
+    Its tables live in memory; Faust still wants a data directory, which goes under the
+    temporary directory (an emptyDir in Kubernetes), never into the working directory.
+    """
     return faust.App(
         app_id,
+        datadir=str(Path(tempfile.gettempdir()) / "facescreen-faust" / app_id),
         broker=[f"kafka://{server}" for server in bootstrap],
         autodiscover=False,
         store="memory://",
