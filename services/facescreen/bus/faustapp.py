@@ -49,9 +49,11 @@ def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
     Its tables live in memory; Faust still wants a data directory, which goes under the
     temporary directory (an emptyDir in Kubernetes), never into the working directory.
     """
+    datadir = Path(tempfile.gettempdir()) / "facescreen-faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     return faust.App(
         app_id,
-        datadir=str(Path(tempfile.gettempdir()) / "facescreen-faust" / app_id),
+        datadir=str(datadir),
         broker=[f"kafka://{server}" for server in bootstrap],
         autodiscover=False,
         store="memory://",
