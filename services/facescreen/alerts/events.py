@@ -41,11 +41,15 @@ def alert_to_event(alert: Alert, detector: str, embedder: str) -> dict[str, Any]
 class JsonLinesSink:
     """Writes each alert event as one validated JSON line, flushed at once."""
 
+    _fh: TextIO
+
     def __init__(self, out: Path | TextIO | None = None) -> None:
         """`out`: a file to append to, an open text stream, or None for stdout."""
-        self._owned: TextIO | None = out.open("a") if isinstance(out, Path) else None
-        self._fh: TextIO = self._owned or (out if out is not None and not isinstance(out, Path)
-                                           else sys.stdout)
+        self._owned: TextIO | None = None
+        if isinstance(out, Path):
+            self._owned = self._fh = out.open("a")
+        else:
+            self._fh = out or sys.stdout
 
     def write(self, event: dict[str, Any]) -> None:
         validator("alert").validate(event)

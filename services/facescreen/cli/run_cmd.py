@@ -18,7 +18,7 @@ from facescreen.cli.common import (
     build_analyzer,
     open_store,
 )
-from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
+from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions, RunStats
 from facescreen.ingest.sources import SourceSpec, parse_source
 
 log = logging.getLogger("facescreen.run")
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_until_signal(pipeline: EmbeddedPipeline):  # type: ignore[no-untyped-def]
+async def _run_until_signal(pipeline: EmbeddedPipeline) -> RunStats:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, pipeline.stop.set)
