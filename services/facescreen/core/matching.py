@@ -28,6 +28,22 @@ def subject_template(embeddings: FloatArray) -> FloatArray:
     return l2_normalise(l2_normalise(embeddings).mean(axis=0))
 
 
+def vote_template(embeddings: FloatArray, weights: FloatArray) -> FloatArray:
+    """A track's identity: the weight-averaged (quality-weighted) embedding, renormalised.
+
+    The matcher decides a track on this vector; `facescreen eval identify --track K` and
+    `watchlist calibrate` decide pseudo-tracks of K photos on it too, so the calibrated
+    rate is the rate of what alerts.
+
+    >>> import numpy as np
+    >>> e = np.eye(2, dtype=np.float32)
+    >>> vote_template(e, np.array([3.0, 1.0], np.float32)).round(3).tolist()
+    [0.949, 0.316]
+    """
+    w = np.maximum(np.asarray(weights, np.float32), 1e-3)
+    return l2_normalise((np.asarray(embeddings, np.float32) * w[:, None]).sum(axis=0))
+
+
 @dataclass(frozen=True)
 class GalleryIndex:
     """An exact in-memory index: one row per (subject, watchlist) template."""
