@@ -1,4 +1,5 @@
-"""Quality verdicts, watchlist search, thresholds, tracking and alert de-duplication."""
+"""Quality verdicts, watchlist search and thresholds (tracking: test_tracking.py; the alert
+life cycle: test_screening.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ from facescreen.core.matching import (
     threshold_for_fpir,
 )
 from facescreen.core.quality import assess, pose_from_landmarks
-from facescreen.core.screening import SourceScreener
 from facescreen.core.specs import DLIB_150_TEMPLATE, QualityPolicy
-from facescreen.core.tracking import FaceTracker
-from facescreen.core.types import Detection, Face, Quality
+from facescreen.core.types import Detection
 
 FRONTAL = np.asarray(DLIB_150_TEMPLATE, np.float32)
 
@@ -95,57 +94,3 @@ def test_threshold_for_fpir_allows_exactly_the_target_share() -> None:
 def test_template_is_normalised_mean() -> None:
     t = subject_template(np.stack([_unit(1), _unit(1) * 3]))
     np.testing.assert_allclose(t, _unit(1), atol=1e-6)
-
-
-def _face(vec: np.ndarray | None, box: tuple[float, float, float, float],
-          q: float = 0.8) -> Face:
-    return Face(_detection(box=box), Quality(q, {}), vec)
-
-
-def test_tracker_follows_overlap_and_splits_on_appearance_change() -> None:
-    tracker = FaceTracker(appearance_gate=0.75)
-    a, b = _unit(1), _unit(2)
-    t1 = tracker.update([_face(a, (0, 0, 100, 100))], 0.0)[0]
-    t2 = tracker.update([_face(a, (5, 5, 105, 105))], 0.04)[0]
-    assert t1.track_id == t2.track_id and t2.hits == 2
-    # same place, different person (a shot cut): a new track
-    t3 = tracker.update([_face(b, (5, 5, 105, 105))], 0.08)[0]
-    assert t3.track_id != t1.track_id
-    # far away in time: the old track has expired
-    t4 = tracker.update([_face(a, (5, 5, 105, 105))], 5.0)[0]
-    assert t4.track_id not in (t1.track_id, t3.track_id)
-
-
-def test_screener_alerts_once_per_track_and_respects_cooldown() -> None:
-    a = _unit(1)
-    index = GalleryIndex(("alice",), ("vip",), a[None])
-    screener = SourceScreener("cam", index.search, {"vip": 0.9}, cooldown_s=10.0)
-    alerts = []
-    for i in range(5):
-        _, new = screener.screen([_face(a, (0, 0, 100, 100))], i, i * 0.04)
-        alerts += new
-    assert len(alerts) == 1 and alerts[0].subject_id == "alice"
-    # a new track of the same person within the cooldown: no second alert
-    _, again = screener.screen([_face(a, (300, 300, 400, 400))], 10, 2.0)
-    assert again == []
-    # after the cooldown a new appearance alerts again, with a different id
-    _, later = screener.screen([_face(a, (0, 0, 100, 100))], 500, 20.0)
-    assert len(later) == 1 and later[0].alert_id != alerts[0].alert_id
-
-
-def test_alert_ids_are_stable_across_replays() -> None:
-    a = _unit(1)
-    index = GalleryIndex(("alice",), ("vip",), a[None])
-    ids = []
-    for _ in range(2):
-        screener = SourceScreener("cam", index.search, {"vip": 0.9})
-        _, alerts = screener.screen([_face(a, (0, 0, 100, 100))], 0, 1.0)
-        ids.append(alerts[0].alert_id)
-    assert ids[0] == ids[1]
-
-
-def test_low_similarity_never_alerts() -> None:
-    index = GalleryIndex(("alice",), ("vip",), _unit(1)[None])
-    screener = SourceScreener("cam", index.search, {"vip": 0.9})
-    decisions, alerts = screener.screen([_face(_unit(2), (0, 0, 100, 100))], 0, 0.0)
-    assert alerts == [] and decisions[0].matches == ()

@@ -1,8 +1,13 @@
-"""Alert events: the JSON form, checked against `schemas/alert.schema.json`, and sinks."""
+"""Alert events: the JSON form, checked against `schemas/alert.schema.json`, and sinks.
+
+Each revision of an alert (open, update, closed) is one event; consumers keep the highest
+revision of each `alert_id`.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from functools import cache
@@ -11,7 +16,7 @@ from typing import Any, TextIO
 
 import jsonschema
 
-from facescreen.core.screening import Alert
+from facescreen.core.alerting import Alert
 
 SCHEMA_DIR = Path(__file__).resolve().parents[3] / "schemas"
 
@@ -25,15 +30,37 @@ def validator(name: str) -> jsonschema.protocols.Validator:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+ALERT_SCHEMA_VERSION = 2
+
+
+def _finite(value: float, digits: int) -> float:
+    """A JSON-safe number: NaN or infinity here is a defect upstream, not something to send."""
+    if not math.isfinite(value):
+        raise ValueError(f"alert field is not finite: {value!r}")
+    return round(float(value), digits)
+
+
 def alert_to_event(alert: Alert, detector: str, embedder: str) -> dict[str, Any]:
+    """One revision of an alert as its schema-version-2 JSON document."""
+    ev = alert.evidence
     return {
-        "schema_version": 1, "alert_id": alert.alert_id, "source": alert.source,
-        "frame_index": alert.frame_index, "captured_at": alert.timestamp,
-        "emitted_at": time.time(), "subject_id": alert.subject_id,
-        "watchlist": alert.watchlist, "score": round(alert.score, 6),
-        "threshold": alert.threshold, "track_id": alert.track_id,
-        "track_first_seen": alert.track_first_seen,
-        "box": [round(v, 1) for v in alert.box], "quality": round(alert.quality, 4),
+        "schema_version": ALERT_SCHEMA_VERSION, "alert_id": alert.alert_id,
+        "state": alert.state, "revision": alert.revision, "source": alert.source,
+        "frame_index": alert.frame_index, "captured_at": _finite(alert.timestamp, 6),
+        "emitted_at": round(time.time(), 6), "subject_id": alert.subject_id,
+        "watchlist": alert.watchlist, "score": _finite(alert.score, 6),
+        "threshold": _finite(alert.threshold, 6), "track_id": alert.track_id,
+        "track_first_seen": _finite(alert.track_first_seen, 6),
+        "box": [_finite(v, 1) for v in alert.box], "quality": _finite(alert.quality, 4),
+        "evidence": {
+            "frames_seen": ev.frames_seen, "faces_used": ev.faces_used,
+            "best_quality": _finite(ev.best_quality, 4), "score_min": _finite(ev.score_min, 6),
+            "score_mean": _finite(ev.score_mean, 6), "score_max": _finite(ev.score_max, 6),
+            "searches": ev.searches,
+            "margin": None if ev.margin is None else _finite(ev.margin, 6),
+            "first_frame": ev.first_frame, "decided_frame": ev.decided_frame,
+            "time_to_decision_s": _finite(max(0.0, ev.time_to_decision_s), 3),
+        },
         "models": {"detector": detector, "embedder": embedder},
     }
 

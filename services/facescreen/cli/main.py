@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from facescreen.analyzer.backends import ModelMissingError
 from facescreen.cli import (
+    alerts_cmd,
     demo_cmd,
     eval_cmd,
     models_cmd,
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run_cmd.register(sub)
     watchlist_cmd.register(sub)
+    alerts_cmd.register(sub)
     models_cmd.register(sub)
     eval_cmd.register(sub)
     demo_cmd.register(sub)

@@ -6,20 +6,27 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import start_http_server
 
 from facescreen.alerts.events import JsonLinesSink
+from facescreen.alerts.feedback import LocalFeedbackLog
 from facescreen.cli.common import (
     CommandError,
     add_model_args,
     add_store_args,
     build_analyzer,
     open_store,
+    pipeline_config,
 )
+from facescreen.core.screening import ScreeningPolicy, SearchFn
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions, RunStats
 from facescreen.ingest.sources import SourceSpec, parse_source
+from facescreen.watchlist.live import LiveLocalWatchlist
+from facescreen.watchlist.store import LocalWatchlistStore
 
 log = logging.getLogger("facescreen.run")
 
@@ -33,8 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--fps", type=float, help="process at most this many frames/s per source")
     p.add_argument("--alerts-out", type=Path, help="append alert JSON lines here (default stdout)")
     p.add_argument("--snapshots", type=Path, help="opt-in: save an annotated frame per alert")
-    p.add_argument("--cooldown", type=float, default=30.0,
-                   help="seconds before the same subject alerts again on a source")
+    p.add_argument("--cooldown", type=float,
+                   help="seconds before the same subject alerts again on a source "
+                        "(default: [decision] cooldown_s of --config, 30)")
+    p.add_argument("--min-faces", type=int,
+                   help="quality faces a track needs before it may alert, unless its score is "
+                        "far above the threshold (default: [decision] min_faces, 3)")
     p.add_argument("--batch", type=int, default=4, help="frames analysed together")
     p.add_argument("--max-reconnects", type=int, help="give up on a live source after N tries")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
@@ -57,16 +68,46 @@ def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
     return specs
 
 
+def screening_policy(args: argparse.Namespace) -> ScreeningPolicy:
+    """The config file's [decision] and [tracking] tables, then the flags over them."""
+    policy = pipeline_config(args).screening_policy()
+    if args.cooldown is not None:
+        if args.cooldown < 0:
+            raise CommandError(f"--cooldown must be >= 0, got {args.cooldown}")
+        policy = replace(policy, cooldown_s=args.cooldown)
+    if args.min_faces is not None:
+        if args.min_faces < 1:
+            raise CommandError(f"--min-faces must be >= 1, got {args.min_faces}")
+        policy = replace(policy, min_faces=args.min_faces)
+    return policy
+
+
+def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, float],
+                                                     LocalFeedbackLog | None]:
+    """A live search: a data directory is re-read when it changes or a subject expires; Redis
+    is searched on every call. Reviewers' verdicts come from the data directory."""
+    store = open_store(args, remote=True)
+    if isinstance(store, LocalWatchlistStore):
+        live = LiveLocalWatchlist(store)
+        feedback = LocalFeedbackLog(store.data_dir)
+        feedback.skip_existing()
+        return live.search, live.thresholds, feedback
+    search, thresholds = store.matcher()
+    return search, thresholds, None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     specs = parse_sources(args)
-    search, thresholds = open_store(args, remote=True).matcher()
+    policy = screening_policy(args)
+    search, thresholds, feedback = open_watchlist(args)
     if not thresholds:
         log.warning("no watchlist exists yet: faces are analysed, nothing can alert")
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     sink = JsonLinesSink(args.alerts_out)
-    options = RunOptions(sources=specs, batch_size=args.batch, cooldown_s=args.cooldown,
-                         snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects)
+    options = RunOptions(sources=specs, batch_size=args.batch, screening=policy,
+                         snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects,
+                         feedback=feedback)
     pipeline = EmbeddedPipeline(build_analyzer(args), search, thresholds, sink, options)
     try:
         stats = asyncio.run(_run_until_signal(pipeline))

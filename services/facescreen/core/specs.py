@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from facescreen.core.screening import ScreeningPolicy
+from facescreen.core.tracking import TrackerPolicy
+
 # dlib's chip layout (get_face_chip, size 150, padding 0.25) expressed as the five points
 # CenterFace gives: image-left eye, image-right eye, nose tip, mouth corners.
 DLIB_150_TEMPLATE: tuple[tuple[float, float], ...] = (
@@ -77,16 +80,26 @@ ENROLMENT_POLICY = QualityPolicy(
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """The whole model-specific configuration of one pipeline."""
+    """The whole configuration of one pipeline: models, quality bars, decisions, tracking.
+
+    `decision` holds the scalar fields of `ScreeningPolicy` (evidence, cooldown, updates,
+    feedback) and `tracking` those of `TrackerPolicy`; `screening_policy()` joins them.
+    """
 
     detector: DetectorSpec = field(default_factory=DetectorSpec)
     embedder: EmbedderSpec = field(default_factory=EmbedderSpec)
     screening: QualityPolicy = field(default_factory=QualityPolicy)
     enrolment: QualityPolicy = ENROLMENT_POLICY
+    decision: ScreeningPolicy = field(default_factory=ScreeningPolicy)
+    tracking: TrackerPolicy = field(default_factory=TrackerPolicy)
+
+    def screening_policy(self) -> ScreeningPolicy:
+        return replace(self.decision, tracker=self.tracking)
 
     @classmethod
     def from_toml(cls, path: Path) -> PipelineConfig:
-        """Read `[detector]`, `[embedder]`, `[screening]`, `[enrolment]` tables over the defaults."""
+        """Read `[detector]`, `[embedder]`, `[screening]`, `[enrolment]`, `[decision]` and
+        `[tracking]` tables over the defaults."""
         with path.open("rb") as fh:
             data = tomllib.load(fh)
         base = cls()
@@ -94,9 +107,12 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
         parts: dict[str, Any] = {}
-        for section in ("detector", "embedder", "screening", "enrolment"):
+        for section in ("detector", "embedder", "screening", "enrolment", "decision", "tracking"):
             current = getattr(base, section)
-            parts[section] = _override(current, data.get(section, {}), f"{path}[{section}]")
+            values = data.get(section, {})
+            if section == "decision" and "tracker" in values:
+                raise ValueError(f"{path}[decision]: tracking settings go in [tracking]")
+            parts[section] = _override(current, values, f"{path}[{section}]")
         return cls(**parts)
 
 

@@ -22,8 +22,10 @@ import cv2
 from prometheus_client import Counter
 
 from facescreen.alerts.events import JsonLinesSink, alert_to_event
+from facescreen.alerts.feedback import LocalFeedbackLog
 from facescreen.analyzer.analyzer import FaceAnalyzer
-from facescreen.core.screening import Alert, FaceDecision, SearchFn, SourceScreener
+from facescreen.core.alerting import Alert
+from facescreen.core.screening import FaceDecision, ScreeningPolicy, SearchFn, SourceScreener
 from facescreen.core.types import Face, Frame
 from facescreen.ingest.sources import FrameSource, SourceError, SourceSpec
 
@@ -32,7 +34,7 @@ FRAMES_DROPPED = Counter("facescreen_frames_dropped_total", "Stale frames droppe
 FACES_SEEN = Counter("facescreen_faces_total", "Faces detected", ["source"])
 FACES_FILTERED = Counter("facescreen_faces_filtered_total", "Faces below the quality bar",
                          ["source"])
-ALERTS = Counter("facescreen_alerts_total", "Alerts emitted", ["source", "watchlist"])
+ALERTS = Counter("facescreen_alerts_total", "Alerts opened", ["source", "watchlist"])
 
 
 @dataclass
@@ -40,10 +42,11 @@ class RunOptions:
     sources: list[SourceSpec]
     batch_size: int = 4
     queue_size: int = 8
-    cooldown_s: float = 30.0
+    screening: ScreeningPolicy = field(default_factory=ScreeningPolicy)
     status_every_s: float = 1.0
     snapshot_dir: Path | None = None
     max_reconnects: int | None = None
+    feedback: LocalFeedbackLog | None = None  # reviewers' verdicts, read about once a second
 
 
 @dataclass
@@ -79,9 +82,11 @@ class EmbeddedPipeline:
         self.stats = RunStats()
         self.stop = threading.Event()
         self.screeners = {
-            s.name: SourceScreener(s.name, search, thresholds, cooldown_s=options.cooldown_s)
+            s.name: SourceScreener(s.name, search, thresholds, options.screening)
             for s in options.sources
         }
+        self._finished: set[str] = set()
+        self._feedback_read = 0.0
         self._models = (analyzer.config.detector.decoder, analyzer.config.embedder.name)
 
     async def run(self) -> RunStats:
@@ -100,6 +105,8 @@ class EmbeddedPipeline:
         status = asyncio.create_task(self._status())
         try:
             await self._analyze()
+            for name in self.screeners:  # stopped early: the tracks end with the run
+                self._finish_screener(name)
         finally:
             self.stop.set()
             for sem in self._slots.values():
@@ -152,6 +159,10 @@ class EmbeddedPipeline:
     # -- analysis and screening ------------------------------------------------------------
     async def _analyze(self) -> None:
         while not self.stop.is_set():
+            self._read_feedback()
+            for name in self._pending:
+                if name not in self._open and not self._pending[name]:
+                    self._finish_screener(name)  # every frame of the source is screened
             batch = self._next_batch()
             if not batch:
                 if not self._open:
@@ -163,6 +174,22 @@ class EmbeddedPipeline:
             for frame, frame_faces in zip(batch, faces, strict=True):
                 self._screen(frame, frame_faces)
 
+    def _finish_screener(self, name: str) -> None:
+        if name not in self._finished:
+            self._finished.add(name)
+            self._emit(None, self.screeners[name].finish())
+
+    def _read_feedback(self) -> None:
+        log_ = self.options.feedback
+        if log_ is None or time.monotonic() - self._feedback_read < 1.0:
+            return
+        self._feedback_read = time.monotonic()
+        for feedback in log_.new():
+            applied = [name for name, screener in self.screeners.items()
+                       if feedback.camera in (None, name) and screener.apply_feedback(feedback)]
+            log.info("feedback %s on alert %s applied by %s", feedback.verdict,
+                     feedback.alert_id, applied or "no source")
+
     def _screen(self, frame: Frame, faces: list[Face]) -> None:
         screener = self.screeners[frame.source]
         decisions, alerts = screener.screen(faces, frame.index, frame.timestamp)
@@ -172,14 +199,20 @@ class EmbeddedPipeline:
         self.stats.faces_passed += passed
         FACES_SEEN.labels(frame.source).inc(len(faces))
         FACES_FILTERED.labels(frame.source).inc(len(faces) - passed)
-        for alert in alerts:
-            self.stats.alerts += 1
-            ALERTS.labels(frame.source, alert.watchlist).inc()
-            self.sink.write(alert_to_event(alert, *self._models))
-            if self.options.snapshot_dir is not None:
-                save_snapshot(self.options.snapshot_dir, frame, alert)
+        self._emit(frame, alerts)
         if self.on_frame is not None:
             self.on_frame(frame, decisions, alerts)
+
+    def _emit(self, frame: Frame | None, alerts: list[Alert]) -> None:
+        """Write each alert revision; a snapshot when its best face is in this frame."""
+        for alert in alerts:
+            if alert.state == "open":
+                self.stats.alerts += 1
+                ALERTS.labels(alert.source, alert.watchlist).inc()
+            self.sink.write(alert_to_event(alert, *self._models))
+            if (self.options.snapshot_dir is not None and frame is not None
+                    and alert.state != "closed" and alert.frame_index == frame.index):
+                save_snapshot(self.options.snapshot_dir, frame, alert)
 
     async def _status(self) -> None:
         interactive = sys.stderr.isatty()

@@ -55,6 +55,10 @@ class WatchlistStore(Protocol):
         """Every change, oldest first; never an embedding."""
         ...
 
+    def record(self, *, actor: str, action: str, reason: str = "", **details: Any) -> None:
+        """Audit an action that changes no watchlist (a search, a reviewer's verdict)."""
+        ...
+
     def audit_cursor(self) -> str | None:
         """Id of the last audit entry relayed to the audit topic."""
         ...

@@ -394,6 +394,14 @@ class RedisWatchlistStore:
                  "subject": subject, "watchlist": watchlist, **details}
         pipe.xadd(self._key("audit"), {"event": json.dumps(event, sort_keys=True)})
 
+    def record(self, *, actor: str, action: str, reason: str = "", **details: Any) -> None:
+        """Audit an action that changes no watchlist (a search, a reviewer's verdict)."""
+        def write(pipe: Pipeline) -> None:
+            pipe.multi()
+            self._audit(pipe, actor, action, reason, **details)
+
+        self._transaction(write)
+
     def _transaction(self, func: Callable[[Pipeline], Any], *watch: str) -> Any:
         """Run `func` under WATCH/MULTI, retried if a watched key changes meanwhile."""
         with self._errors():

@@ -157,6 +157,13 @@ class LocalWatchlistStore:
         thresholds = {n: w.threshold for n, w in state.watchlists.items()}
         return GalleryIndex(tuple(ids), tuple(lists), templates), thresholds
 
+    def next_expiry(self, after: float) -> float:
+        """The earliest expiry still to come after `after` (inf: none), so a live index
+        knows when to rebuild itself."""
+        times = [s.expires for s in self._load().subjects.values()
+                 if s.expires is not None and s.expires > after]
+        return min(times, default=float("inf"))
+
     def matcher(self, watchlists: Sequence[str] | None = None, *,
                 now: float | None = None) -> tuple[SearchFn, dict[str, float]]:
         """Exact search over the subjects live now, as screening calls it.
@@ -206,6 +213,14 @@ class LocalWatchlistStore:
                  **details}
         with (self.data_dir / "audit.jsonl").open("a") as fh:
             fh.write(json.dumps(entry, sort_keys=True) + "\n")
+
+    def record(self, *, actor: str, action: str, reason: str = "", **details: Any) -> None:
+        """Audit an action that changes no watchlist (a search, a reviewer's verdict)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._audit(actor, action, reason, details)
+        except OSError as exc:
+            raise WatchlistError(f"cannot write the audit log in {self.data_dir}: {exc}") from exc
 
     def audit_log(self) -> list[dict[str, Any]]:
         """Every audit event, oldest first, each with its line number as `id`."""
