@@ -55,14 +55,22 @@ def test_run_finds_the_enrolled_man_in_another_recording(
                          str(snapshots))
     assert code == 0
     events = [json.loads(line) for line in alerts_file.read_text().splitlines()]
-    assert len(events) == 1  # one appearance, one alert
-    (snapshot,) = snapshots.iterdir()  # opt-in evidence: one annotated frame per alert
-    assert snapshot.name == f"{events[0]['alert_id']}.jpg"
-    assert cv2.imread(str(snapshot)).shape == (300, 400, 3)
     for event in events:
         validator("alert").validate(event)
-    assert events[0]["subject_id"] == "cap12-man" and events[0]["source"] == "cap13"
-    assert events[0]["score"] >= events[0]["threshold"]
+    # one appearance, one alert: opened once, maybe updated, closed when the clip ends
+    assert len({e["alert_id"] for e in events}) == 1
+    states = [e["state"] for e in events]
+    assert states[0] == "open" and states[-1] == "closed" and "open" not in states[1:]
+    assert [e["revision"] for e in events] == list(range(len(events)))
+    opened, closed = events[0], events[-1]
+    assert opened["subject_id"] == "cap12-man" and opened["source"] == "cap13"
+    assert opened["score"] >= opened["threshold"]
+    assert opened["evidence"]["faces_used"] >= 3 or (
+        opened["score"] >= opened["threshold"] + 0.03)
+    assert closed["evidence"]["faces_used"] > opened["evidence"]["faces_used"]
+    (snapshot,) = snapshots.iterdir()  # opt-in evidence: the alert's best face, boxed
+    assert snapshot.name == f"{opened['alert_id']}.jpg"
+    assert cv2.imread(str(snapshot)).shape == (300, 400, 3)
 
 
 def test_run_on_strangers_gives_no_alert(demo_dir: Path, tmp_path: Path,
