@@ -8,14 +8,17 @@ detect   detector recall/precision on WIDER FACE text ground truth.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from facescreen.cli.common import CommandError, add_model_args, build_analyzer
+from facescreen.cli.common import REPO_ROOT, CommandError, add_model_args, build_analyzer
 from facescreen.evaluation import datasets as ds
 from facescreen.evaluation import plots, runner
+from facescreen.evaluation.photos import PhotoCache, pipeline_key
+from facescreen.evaluation.report import summarise_seeds
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,6 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           help="photos per enrolled subject (default 1)")
     identify.add_argument("--seed", type=int, default=0,
                           help="shuffle seed choosing who is enrolled (default 0)")
+    identify.add_argument("--seeds", metavar="A-B|A,B,..",
+                          help="run every seed listed (photos analysed once) and print a "
+                               "summary over them, instead of --seed")
+    identify.add_argument("--track", type=int, default=1, metavar="K",
+                          help="decide pseudo-tracks of K photos of one person, as the matcher "
+                               "decides a track (vote of their embeddings; default 1: photos)")
+    identify.add_argument("--max-tracks", type=int, default=100, metavar="N",
+                          help="at most N pseudo-tracks per person, drawn with the seed "
+                               "(default 100)")
+    identify.add_argument("--calibrate-half", action="store_true",
+                          help="set the threshold on half the strangers (split by person) at "
+                               "--target-fpir and measure FPIR on the other half")
+    identify.add_argument("--target-fpir", type=float, default=0.01,
+                          help="FPIR that --calibrate-half calibrates for (default 0.01)")
+    identify.add_argument("--norm", choices=runner.NORMS, default="none",
+                          help="score normalisation: znorm = each template against the "
+                               "calibration half as cohort (needs --calibrate-half)")
+    identify.add_argument("--no-cache", action="store_true",
+                          help="do not read or write the photo cache in .cache/eval")
     _common(identify, plot=True, limit_help="only the first N subjects (sorted by id)")
     identify.set_defaults(handler=cmd_identify)
 
@@ -124,22 +146,95 @@ def _verify_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _seed_list(text: str | None, seed: int) -> list[int]:
+    if text is None:
+        return [seed]
+    try:
+        if "-" in text:
+            first, last = (int(x) for x in text.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise CommandError(f"--seeds {text!r}: expected A-B or A,B,C") from None
+    if not seeds:
+        raise CommandError(f"--seeds {text!r} lists no seed")
+    return seeds
+
+
 def cmd_identify(args: argparse.Namespace) -> int:
-    if args.enrol < 1:
-        raise CommandError("--enrol must be at least 1")
+    if args.enrol < 1 or args.track < 1 or args.max_tracks < 1:
+        raise CommandError("--enrol, --track and --max-tracks must be at least 1")
+    if not 0.0 < args.target_fpir < 1.0:
+        raise CommandError("--target-fpir must be between 0 and 1")
+    if args.norm != "none" and not args.calibrate_half:
+        raise CommandError("--norm needs --calibrate-half (the cohort is the calibration half)")
+    seeds = _seed_list(args.seeds, args.seed)
     _check_root(args.root, ds.read_subject_folders)
     analyzer = build_analyzer(args)
-    result = _run(args, lambda: runner.run_identify(
-        analyzer, args.root, enrol_n=args.enrol, seed=args.seed, limit=args.limit,
-        progress=not args.no_progress))
-    _emit(args, result, _identify_table)
+    photo_cache = None
+    if not args.no_cache:
+        mode = "aligned" if ds.is_aligned_crops(args.root) else "pipeline"
+        photo_cache = PhotoCache(REPO_ROOT / ".cache" / "eval",
+                                 pipeline_key(analyzer.config, args.models_root, mode))
+    cache: dict[str, runner.ImageFaces] = {}
+
+    def one(seed: int) -> dict[str, Any]:
+        return runner.run_identify(
+            analyzer, args.root, enrol_n=args.enrol, seed=seed, limit=args.limit,
+            track_k=args.track, max_tracks=args.max_tracks, calibrate_half=args.calibrate_half,
+            target_fpir=args.target_fpir, norm=args.norm, cache=cache, photo_cache=photo_cache,
+            progress=not args.no_progress)
+
+    if len(seeds) == 1 and args.seeds is None:
+        _emit(args, _run(args, lambda: one(seeds[0])), _identify_table)
+        return 0
+    runs = [_run(args, functools.partial(one, s)) for s in seeds]
+    if getattr(args, "plot", None) is not None:
+        plots.plot_det(runs[0], args.plot)
+    result = {"task": "identify-seeds", "dataset": str(args.root), "enrol_n": args.enrol,
+              "track_k": args.track, "norm": args.norm, "calibrate_half": args.calibrate_half,
+              "summary": summarise_seeds(runs),
+              "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs]}
+    if args.json:
+        print(json.dumps(result, indent=1, allow_nan=False))
+    else:
+        for r in runs:
+            print("\n".join(_identify_table(r)))
+        print("\n".join(_summary_table(result)))
     return 0
+
+
+def _summary_table(r: dict[str, Any]) -> list[str]:
+    s = r["summary"]
+
+    def ms(stat: dict[str, Any], pct: bool = True) -> str:
+        if stat["mean"] is None:
+            return "-"
+        f = 100.0 if pct else 1.0
+        return f"{f * stat['mean']:.{1 if pct else 4}f} +- {f * stat['std']:.{1 if pct else 4}f}"
+
+    lines = [f"over seeds {s['seeds']}: enrol {r['enrol_n']}, track K={r['track_k']}, "
+             f"norm {r['norm']}"]
+    for key, v in s.items():
+        if key.startswith("fpir_"):
+            lines.append(f"  FNIR@FPIR={key[5:]} (threshold set on the measured strangers)  "
+                         f"{ms(v['fnir'])}%  threshold {ms(v['threshold'], False)}")
+    lines.append(f"  rank-1       {ms(s['rank1'])}%")
+    c = s.get("calibration")
+    if c:
+        lines.append(f"  calibrated for FPIR {c['fpir_target']:g}: FNIR {ms(c['fnir'])}%, measured "
+                     f"FPIR {ms(c['fpir_measured'])}% ({c['within_x1_5']} of {len(s['seeds'])} "
+                     f"seeds within x1.5), threshold {ms(c['threshold'], False)}"
+                     + ("" if c["sufficient"] else "; fewer than 10/FPIR calibration decisions"))
+    return lines
 
 
 def _identify_table(r: dict[str, Any]) -> list[str]:
     s, p, q = r["subjects"], r["photos"], r["searches"]
     lines = [f"open-set identification on {r['dataset']} ({r['embedder']}), "
-             f"enrol {r['enrol_n']} photo(s), seed {r['seed']}",
+             f"enrol {r['enrol_n']} photo(s), seed {r['seed']}, tracks of "
+             f"{r['track']['k']} photo(s), norm {r['norm']}",
              f"  subjects     {s['enrolled']} enrolled ({s['enrolled_with_fewer']} with fewer "
              f"photos, {len(s['failed_to_enrol'])} failed to enrol), {s['strangers']} strangers",
              f"  photos       {p['total']} ({p['several_faces']} with several faces, "
@@ -152,6 +247,21 @@ def _identify_table(r: dict[str, Any]) -> list[str]:
                      f"(threshold {op['threshold']:.4f}, measured FPIR {op['fpir']:.4f})")
     lines.append(f"  rank-1       {_pct(r['rank1']['all_mated'])} of mated searches "
                  f"({_pct(r['rank1']['acquired'])} of those with a usable face)")
+    c = r.get("calibration")
+    if c:
+        lo, hi = c["fpir_ci"]
+        lines.append(f"  calibrated   threshold {c['threshold']:.4f} for FPIR {c['fpir_target']:g} "
+                     f"on {c['calibration_decisions']} decisions of {c['calibration_persons']} "
+                     f"strangers{'' if c['sufficient'] else ' (fewer than 10/FPIR)'}")
+        lines.append(f"               held-apart FPIR {c['fpir_measured']:.4f} (95% CI {lo:.4f}-"
+                     f"{hi:.4f}, {c['measured_decisions']} decisions), FNIR {_pct(c['fnir'])}")
+    g = r.get("by_gender")
+    if g:
+        for group in ("female", "male"):
+            v = g[group]
+            lines.append(f"  {group:12s} FNIR {_pct(v['fnir'])} of {v['mated_decisions']}, "
+                         f"FPIR {_pct(v['fpir'])} ({v['false_alerts']}/{v['nonmated_decisions']})"
+                         f" at threshold {g['threshold']:.4f}")
     lines.append(f"  wall time    {r['seconds']:.1f} s")
     return lines
 

@@ -107,8 +107,31 @@ def read_lfw_genders(root: Path) -> dict[str, str]:
 
 
 def subject_image_root(root: Path) -> Path:
-    """`<root>/images/<subject>/...` when there is an `images/` folder, else `<root>/<subject>/`."""
-    return root / "images" if (root / "images").is_dir() else root
+    """`<root>/images/<subject>/...` when there is an `images/` folder, `<root>/data/<Name>/`
+    in the LFW layout (a `pairs.txt` beside `data/`), else `<root>/<subject>/`."""
+    if (root / "images").is_dir():
+        return root / "images"
+    return lfw_image_dir(root) if (root / "pairs.txt").is_file() else root
+
+
+def is_aligned_crops(root: Path) -> bool:
+    """LFW's layout (pairs.txt and data/): photos that are aligned 112-px ArcFace crops."""
+    return (root / "pairs.txt").is_file() and (root / "data").is_dir()
+
+
+def read_subject_genders(root: Path, subjects: dict[str, list[Path]]) -> dict[str, str]:
+    """Subject id -> 'female' or 'male' where every labelled photo of it agrees.
+
+    Labels come from `labels/lfw_{female,male}_names.txt` (per file name, LFW); empty when
+    there are none (celeba-dev has no gender labels).
+    """
+    by_file = read_lfw_genders(root)
+    out: dict[str, str] = {}
+    for sid, photos in subjects.items():
+        found = {by_file[p.name] for p in photos if p.name in by_file}
+        if len(found) == 1:
+            out[sid] = found.pop()
+    return out
 
 
 def read_subject_folders(root: Path) -> dict[str, list[Path]]:
