@@ -60,7 +60,8 @@ from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.bus.codecs import FrameMeta
 from facescreen.bus.topics import BusConfig, create_topics
 from facescreen.cli.demo_cmd import DEMO_SUBJECT, DEMO_WATCHLIST, best_frames
-from facescreen.core.screening import Alert, FaceDecision
+from facescreen.core.alerting import Alert
+from facescreen.core.screening import FaceDecision
 from facescreen.core.specs import PipelineConfig
 from facescreen.core.types import Frame
 from facescreen.devstack.process import ServerProcess, free_port
@@ -284,7 +285,7 @@ class Decisions:
         now = time.time()
         captured = self.cameras.sent[frame.source][frame.index]
         self.decision_s.append(now - captured)
-        for alert in alerts:
+        for alert in (a for a in alerts if a.state == "open"):  # decisions, not revisions
             self.alert_s.append(now - captured)
             self.alert_sources.append(alert.source)
 
@@ -437,7 +438,8 @@ def distributed_latency(producer: Any, bus: BusConfig, port: int, clip: Clip, pl
     wait_for("the matcher to consume the replay",
              lambda: metric(port, "facescreen_matcher_events_total") >= total, 900, 0.5)
     faces = [r for r in read_topic(broker, bus.faces.name) if r.key.decode() in sessions]
-    alerts = [r for r in read_topic(broker, bus.alerts.name) if r.key.decode() in sessions]
+    alerts = [r for r in read_topic(broker, bus.alerts.name) if r.key.decode() in sessions
+              and json.loads(r.value)["state"] == "open"]  # decisions, not later revisions
     alert_docs = [json.loads(r.value) for r in alerts]
     return {"frames_sent": len(plan.items()), "face_events": len(faces),
             "alerts": len(alerts), "cameras_alerted": len({a["source"] for a in alert_docs}),

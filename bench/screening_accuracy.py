@@ -23,8 +23,9 @@ from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.cli.demo_cmd import best_frames
+from facescreen.core.alerting import Alert
 from facescreen.core.matching import GalleryIndex, subject_template
-from facescreen.core.screening import Alert, FaceDecision
+from facescreen.core.screening import FaceDecision
 from facescreen.core.specs import PipelineConfig
 from facescreen.core.types import Frame
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,13 +164,22 @@ def test_alert_events_follow_schema_version_2_and_refuse_nan() -> None:
         alert_to_event(broken, "centerface", "dlib")
 
 
-def test_decision_and_tracking_come_from_the_config_file(tmp_path: object) -> None:
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "pipeline.toml"
-    path.write_text("[decision]\nmin_faces = 5\ncooldown_s = 3\n[tracking]\nmin_hits = 2\n")
-    policy = PipelineConfig.from_toml(path).screening_policy()
+def test_decision_and_tracking_come_from_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.toml"
+    path.write_text("[decision]\nmin_faces = 5\ncooldown_s = 3\n[tracking]\nmin_hits = 2\n"
+                    "[cameras.gate.decision]\nmin_faces = 1\n"
+                    "[cameras.gate.tracking]\nmax_lost_s = 0.5\n")
+    config = PipelineConfig.from_toml(path)
+    policy = config.screening_policy()
     assert (policy.min_faces, policy.cooldown_s, policy.tracker.min_hits) == (5, 3.0, 2)
-    path.write_text("[decision]\nmin_face = 5\n")
-    with pytest.raises(ValueError, match="unknown key"):
-        PipelineConfig.from_toml(path)
+    gate = config.screening_policy("gate")  # the camera's table over the pipeline's
+    assert (gate.min_faces, gate.cooldown_s, gate.tracker.min_hits,
+            gate.tracker.max_lost_s) == (1, 3.0, 2, 0.5)
+    assert config.screening_policy("other") == policy
+    for bad, message in [("[decision]\nmin_face = 5\n", "unknown key"),
+                         ("[decision]\nmin_faces = 0\n", "min_faces"),
+                         ("[decision]\ncooldown_s = \"long\"\n", "cooldown_s"),
+                         ("[cameras.gate.screening]\nmin_brightness = 0\n", "only")]:
+        path.write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            PipelineConfig.from_toml(path)

@@ -68,18 +68,25 @@ def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
     return specs
 
 
-def screening_policy(args: argparse.Namespace) -> ScreeningPolicy:
-    """The config file's [decision] and [tracking] tables, then the flags over them."""
-    policy = pipeline_config(args).screening_policy()
-    if args.cooldown is not None:
-        if args.cooldown < 0:
-            raise CommandError(f"--cooldown must be >= 0, got {args.cooldown}")
-        policy = replace(policy, cooldown_s=args.cooldown)
-    if args.min_faces is not None:
-        if args.min_faces < 1:
-            raise CommandError(f"--min-faces must be >= 1, got {args.min_faces}")
-        policy = replace(policy, min_faces=args.min_faces)
-    return policy
+def screening_policies(args: argparse.Namespace,
+                       names: list[str]) -> tuple[ScreeningPolicy, dict[str, ScreeningPolicy]]:
+    """The config file's [decision]/[tracking] (and a source's [cameras.NAME.*] tables),
+    then the flags over every one of them."""
+    config = pipeline_config(args)
+    if args.cooldown is not None and not 0 <= args.cooldown < float("inf"):
+        raise CommandError(f"--cooldown must be >= 0, got {args.cooldown}")
+    if args.min_faces is not None and args.min_faces < 1:
+        raise CommandError(f"--min-faces must be >= 1, got {args.min_faces}")
+
+    def with_flags(policy: ScreeningPolicy) -> ScreeningPolicy:
+        if args.cooldown is not None:
+            policy = replace(policy, cooldown_s=args.cooldown)
+        if args.min_faces is not None:
+            policy = replace(policy, min_faces=args.min_faces)
+        return policy
+
+    return (with_flags(config.screening_policy()),
+            {name: with_flags(config.screening_policy(name)) for name in names})
 
 
 def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, float],
@@ -98,7 +105,7 @@ def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, flo
 
 def cmd_run(args: argparse.Namespace) -> int:
     specs = parse_sources(args)
-    policy = screening_policy(args)
+    policy, per_source = screening_policies(args, [s.name for s in specs])
     search, thresholds, feedback = open_watchlist(args)
     if not thresholds:
         log.warning("no watchlist exists yet: faces are analysed, nothing can alert")
@@ -106,6 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     sink = JsonLinesSink(args.alerts_out)
     options = RunOptions(sources=specs, batch_size=args.batch, screening=policy,
+                         per_source=per_source,
                          snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects,
                          feedback=feedback)
     pipeline = EmbeddedPipeline(build_analyzer(args), search, thresholds, sink, options)

@@ -52,6 +52,21 @@ class ScreeningPolicy:
     # match the same subject well can still be ~0.87 to each other, and must not be muted
     tracker: TrackerPolicy = field(default_factory=TrackerPolicy)
 
+    def __post_init__(self) -> None:
+        for name in ("cooldown_s", "early_margin", "update_score_gain", "update_quality_gain",
+                     "update_min_interval_s", "feedback_suppress_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    0 <= value < float("inf")):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        for name in ("top_k", "min_faces"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not -1 <= self.feedback_similarity <= 1:
+            raise ValueError(f"feedback_similarity must be a cosine in [-1, 1], got "
+                             f"{self.feedback_similarity!r}")
+
 
 @dataclass(frozen=True)
 class FaceDecision:

@@ -7,6 +7,7 @@ fields in a TOML file; the code reads nothing model-specific from anywhere else.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -92,14 +93,19 @@ class PipelineConfig:
     enrolment: QualityPolicy = ENROLMENT_POLICY
     decision: ScreeningPolicy = field(default_factory=ScreeningPolicy)
     tracking: TrackerPolicy = field(default_factory=TrackerPolicy)
+    cameras: Mapping[str, ScreeningPolicy] = field(default_factory=dict)  # per-camera policy
 
-    def screening_policy(self) -> ScreeningPolicy:
+    def screening_policy(self, camera: str | None = None) -> ScreeningPolicy:
+        """The camera's own `[cameras.NAME.decision]`/`[cameras.NAME.tracking]` over the
+        pipeline's `[decision]`/`[tracking]`; without a camera table, the pipeline's."""
+        if camera is not None and camera in self.cameras:
+            return self.cameras[camera]
         return replace(self.decision, tracker=self.tracking)
 
     @classmethod
     def from_toml(cls, path: Path) -> PipelineConfig:
-        """Read `[detector]`, `[embedder]`, `[screening]`, `[enrolment]`, `[decision]` and
-        `[tracking]` tables over the defaults."""
+        """Read `[detector]`, `[embedder]`, `[screening]`, `[enrolment]`, `[decision]`,
+        `[tracking]` and per-camera `[cameras.NAME.decision|tracking]` over the defaults."""
         with path.open("rb") as fh:
             data = tomllib.load(fh)
         base = cls()
@@ -113,6 +119,14 @@ class PipelineConfig:
             if section == "decision" and "tracker" in values:
                 raise ValueError(f"{path}[decision]: tracking settings go in [tracking]")
             parts[section] = _override(current, values, f"{path}[{section}]")
+        parts["cameras"] = {}
+        for camera, tables in data.get("cameras", {}).items():
+            where = f"{path}[cameras.{camera}]"
+            if not isinstance(tables, dict) or set(tables) - {"decision", "tracking"}:
+                raise ValueError(f"{where}: only [decision] and [tracking] tables go here")
+            decision = _override(parts["decision"], tables.get("decision", {}), where)
+            tracking = _override(parts["tracking"], tables.get("tracking", {}), where)
+            parts["cameras"][camera] = replace(decision, tracker=tracking)
         return cls(**parts)
 
 

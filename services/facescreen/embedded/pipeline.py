@@ -43,6 +43,7 @@ class RunOptions:
     batch_size: int = 4
     queue_size: int = 8
     screening: ScreeningPolicy = field(default_factory=ScreeningPolicy)
+    per_source: Mapping[str, ScreeningPolicy] = field(default_factory=dict)
     status_every_s: float = 1.0
     snapshot_dir: Path | None = None
     max_reconnects: int | None = None
@@ -82,7 +83,8 @@ class EmbeddedPipeline:
         self.stats = RunStats()
         self.stop = threading.Event()
         self.screeners = {
-            s.name: SourceScreener(s.name, search, thresholds, options.screening)
+            s.name: SourceScreener(s.name, search, thresholds,
+                                   options.per_source.get(s.name, options.screening))
             for s in options.sources
         }
         self._finished: set[str] = set()
