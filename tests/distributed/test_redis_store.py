@@ -141,10 +141,10 @@ def test_delete_stops_matching_at_once_leaves_no_key_and_is_audited(
 def test_expiry_by_ttl_and_at_query_time(redis_url: str) -> None:
     store = _store(redis_url)
     soon = time.time() + 3600
-    store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=100.0)
+    with pytest.raises(WatchlistError, match="future"):  # already past: refused, not stored
+        store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=100.0)
     store.add_subject("later", "vip", [("l.jpg", 0.9, _vec(2))], actor="op", expires=soon)
     store.add_subject("new", "vip", [("n.jpg", 0.9, _vec(3))], actor="op")
-    # Already past: Redis removed every key at once; it neither lists nor matches.
     assert _keys(redis_url, "*old*") == [] and sorted(store.subjects()) == ["later", "new"]
     client = redis.Redis.from_url(redis_url)
     later_keys = _keys(redis_url, "*later*")
@@ -154,10 +154,10 @@ def test_expiry_by_ttl_and_at_query_time(redis_url: str) -> None:
     assert {c.subject_id for c in search(_vec(2)[None], 5)[0]} == {"later", "new"}
     search_after, _ = store.matcher(now=soon + 1)  # past its expiry, before Redis reclaims it
     assert {c.subject_id for c in search_after(_vec(2)[None], 5)[0]} == {"new"}
-    assert store.purge_expired(actor="op", now=soon + 1) == ["later", "old"]
+    assert store.purge_expired(actor="op", now=soon + 1) == ["later"]
     assert sorted(store.subjects()) == ["new"] and _keys(redis_url, "*later*") == []
     purged = [e["subject"] for e in store.audit_log() if e["action"] == "purge_expired"]
-    assert purged == ["later", "old"]
+    assert purged == ["later"]
 
 
 def test_dimension_and_embedder_mismatch_and_kind_mismatch(redis_url: str) -> None:

@@ -49,12 +49,12 @@ def test_live_index_applies_expiry_by_the_clock_and_sees_deletions(tmp_path: Pat
     store = _store(tmp_path)
     vec = np.zeros(DIM, np.float32)
     vec[0] = 1.0
-    now = [1_000.0]
-    store.add_subject("s1", "w", [("a.png", 0.9, vec)], actor="t", expires=1_001.0)
+    now = [time.time()]
+    store.add_subject("s1", "w", [("a.png", 0.9, vec)], actor="t", expires=now[0] + 60)
     store.add_subject("s2", "w", [("b.png", 0.9, vec)], actor="t")
     live = LiveLocalWatchlist(store, check_every_s=0.0, clock=lambda: now[0])
     assert {c.subject_id for c in live.search(vec[None], 5)[0]} == {"s1", "s2"}
-    now[0] = 1_001.5  # s1 expired; no file changed
+    now[0] += 61  # s1 expired; no file changed
     assert [c.subject_id for c in live.search(vec[None], 5)[0]] == ["s2"]
     store.remove_subject("s2", actor="t")
     assert live.search(vec[None], 5)[0] == []

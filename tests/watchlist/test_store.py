@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,11 +68,12 @@ def test_unknown_subject_and_bad_threshold_are_refused(tmp_path: Path) -> None:
 
 def test_expired_subjects_do_not_match_and_are_purged(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=100.0)
+    soon = time.time() + 100
+    store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=soon)
     store.add_subject("new", "vip", [("n.jpg", 0.9, _vec(2))], actor="op")
-    index, _ = store.index(now=200.0)
+    index, _ = store.index(now=soon + 1)
     assert index.subject_ids == ("new",)
-    assert store.purge_expired(actor="op", now=200.0) == ["old"]
+    assert store.purge_expired(actor="op", now=soon + 1) == ["old"]
     assert list(store.subjects()) == ["new"]
 
 
@@ -105,3 +107,23 @@ def test_read_only_directory_refuses_changes_but_still_reads(tmp_path: Path) -> 
             store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
     assert list(store.subjects()) == ["alice"]
     assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 1
+
+
+@pytest.mark.parametrize(("subject", "watchlist", "vector", "expires", "message"), [
+    ("  ", "vip", _vec(1), None, "subject needs a name"),
+    ("alice", "  ", _vec(1), None, "watchlist needs a name"),
+    ("alice\nbob  vip  3 images", "vip", _vec(1), None, "control characters"),
+    ("a" * 201, "vip", _vec(1), None, "longer than"),
+    ("alice", "vip", np.full(DIM, np.nan, np.float32), None, "finite unit vector"),
+    ("alice", "vip", np.ones(DIM, np.float32), None, "finite unit vector"),
+    ("alice", "vip", _vec(1)[:4], None, "shape"),
+    ("alice", "vip", _vec(1), 1.0, "future"),
+])
+def test_bad_enrolment_values_are_refused_and_nothing_is_written(
+        tmp_path: Path, subject: str, watchlist: str, vector: np.ndarray,
+        expires: float | None, message: str) -> None:
+    store = _store(tmp_path)
+    with pytest.raises(WatchlistError, match=message):
+        store.add_subject(subject, watchlist, [("a.jpg", 0.9, vector)], actor="op",
+                          expires=expires)
+    assert store.subjects() == {} and store.audit_log() == []

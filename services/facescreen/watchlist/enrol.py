@@ -35,7 +35,10 @@ def pick_face(faces: Sequence[Face], choice: str | None, label: str) -> Face:
     if choice == "largest":
         return ordered[0]
     try:
-        return ordered[int(choice)]
+        index = int(choice)
+        if index < 0:
+            raise IndexError(index)  # -1 would silently pick the smallest face
+        return ordered[index]
     except (ValueError, IndexError):
         raise EnrolmentError(f"{label}: --face {choice!r} is not 'largest' or an index below "
                              f"{len(faces)}") from None

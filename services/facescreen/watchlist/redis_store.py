@@ -62,6 +62,8 @@ from facescreen.watchlist.store import (
     Subject,
     Watchlist,
     WatchlistError,
+    check_embedding,
+    check_name,
 )
 
 IndexKind = Literal["FLAT", "HNSW"]
@@ -96,13 +98,6 @@ def _get(mapping: Mapping[Any, Any], name: str, default: Any = None) -> Any:
 def _escape_tag(value: str) -> str:
     """Backslash every character RediSearch's query syntax could read as an operator."""
     return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in value)
-
-
-def _check_name(name: str, what: str) -> None:
-    if not name.strip():
-        raise WatchlistError(f"a {what} needs a name")
-    if any(ord(ch) < 32 for ch in name):
-        raise WatchlistError(f"{what} name {name!r} has control characters")
 
 
 class _Thresholds(Mapping[str, float]):
@@ -411,7 +406,7 @@ class RedisWatchlistStore:
                       threshold: float | None = None, description: str | None = None,
                       calibration: dict[str, Any] | None = None) -> Watchlist:
         """Create a watchlist or change its threshold/description."""
-        _check_name(name, "watchlist")
+        check_name(name, "watchlist")
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
         self._prepare(create=True)
@@ -434,15 +429,14 @@ class RedisWatchlistStore:
                     embeddings: list[tuple[str, float, FloatArray]], *, actor: str,
                     reason: str = "", expires: float | None = None) -> Subject:
         """Enrol images (label, quality, embedding); rewrites the subject's templates."""
-        _check_name(subject_id, "subject")
-        _check_name(watchlist, "watchlist")
+        check_name(subject_id, "subject")
+        check_name(watchlist, "watchlist")
         if not embeddings:
             raise WatchlistError(f"no usable image for subject {subject_id!r}")
         for _, _, vector in embeddings:
-            if vector.shape != (self.dim,):
-                raise WatchlistError(f"embedding of shape {vector.shape}, expected ({self.dim},)")
-            if not np.all(np.isfinite(vector)):
-                raise WatchlistError(f"embedding for {subject_id!r} has NaN or infinite values")
+            check_embedding(vector, self.dim)
+        if expires is not None and not time.time() < expires < float("inf"):
+            raise WatchlistError("the expiry must lie in the future")
         self._prepare(create=True)
         subject_key, emb_key = self._subject_key(subject_id), self._emb_key(subject_id)
         lists_key = self._key("watchlists")

@@ -243,8 +243,7 @@ class LocalWatchlistStore:
                       threshold: float | None = None, description: str | None = None,
                       calibration: dict[str, Any] | None = None) -> Watchlist:
         """Create a watchlist or change its threshold/description."""
-        if not name.strip():
-            raise WatchlistError("a watchlist needs a name")
+        check_name(name, "watchlist")
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
         with self._change(actor, "set_watchlist", reason, watchlist=name,
@@ -257,13 +256,14 @@ class LocalWatchlistStore:
                     FloatArray]], *, actor: str, reason: str = "",
                     expires: float | None = None) -> Subject:
         """Enrol images (label, quality, embedding) for a subject on a watchlist."""
-        if not subject_id.strip():
-            raise WatchlistError("a subject needs a name")
+        check_name(subject_id, "subject")
+        check_name(watchlist, "watchlist")
         if not embeddings:
             raise WatchlistError(f"no usable image for subject {subject_id!r}")
         for _, _, vector in embeddings:
-            if vector.shape != (self.dim,):
-                raise WatchlistError(f"embedding of shape {vector.shape}, expected ({self.dim},)")
+            check_embedding(vector, self.dim)
+        if expires is not None and not time.time() < expires < float("inf"):
+            raise WatchlistError("the expiry must lie in the future")
         with self._change(actor, "add_subject", reason, subject=subject_id, watchlist=watchlist,
                           images=len(embeddings)) as state:
             state.watchlists.setdefault(watchlist, Watchlist(watchlist))
@@ -306,6 +306,27 @@ class LocalWatchlistStore:
                     state.embeddings.pop(image.image_id, None)
                 del state.subjects[sid]
             return gone
+
+
+MAX_NAME = 200
+
+
+def check_name(name: str, what: str) -> None:
+    """Names are shown in listings, logs and audit lines: no blanks, no control characters
+    (a newline in a name would forge a line of `watchlist list`)."""
+    if not name.strip():
+        raise WatchlistError(f"a {what} needs a name")
+    if len(name) > MAX_NAME or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise WatchlistError(f"{what} name {name[:40]!r} has control characters or is longer "
+                             f"than {MAX_NAME}")
+
+
+def check_embedding(vector: FloatArray, dim: int) -> None:
+    """A template row must be a finite unit vector of the store's dimension."""
+    if vector.shape != (dim,):
+        raise WatchlistError(f"embedding of shape {vector.shape}, expected ({dim},)")
+    if not np.isfinite(vector).all() or abs(float(np.linalg.norm(vector)) - 1.0) > 1e-3:
+        raise WatchlistError("embedding is not a finite unit vector")
 
 
 def _atomic_write(path: Path, data: bytes, private: bool = False) -> None:
