@@ -14,6 +14,8 @@ from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.core.specs import PipelineConfig
 from facescreen.models import sources
 
+from tests.infra import missing
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -27,7 +29,7 @@ def analyzer() -> FaceAnalyzer:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"evaluation data not found at {SHARED_DATA} (see shared/data/README.md)")
+        missing(f"evaluation data not found at {SHARED_DATA} (see shared/data/README.md)")
     return SHARED_DATA
 
 
@@ -36,7 +38,7 @@ def read_only(path: Path) -> Iterator[None]:
     """Make a directory unwritable even for root (immutable attribute), else by mode bits."""
     if os.geteuid() == 0:
         if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
-            pytest.skip("cannot make a directory read-only for root here (chattr failed)")
+            missing("cannot make a directory read-only for root here (chattr failed)")
         try:
             yield
         finally:

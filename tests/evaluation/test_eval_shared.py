@@ -15,6 +15,8 @@ from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.cli.main import main
 from facescreen.evaluation import runner
 
+from tests.infra import missing
+
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -22,7 +24,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def data() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"evaluation data not found at {SHARED} (see shared/data/README.md)")
+        missing(f"evaluation data not found at {SHARED} (see shared/data/README.md)")
     return SHARED
 
 
