@@ -71,6 +71,8 @@ def test_run_finds_the_enrolled_man_in_another_recording(
     (snapshot,) = snapshots.iterdir()  # opt-in evidence: the alert's best face, boxed
     assert snapshot.name == f"{opened['alert_id']}.jpg"
     assert cv2.imread(str(snapshot)).shape == (300, 400, 3)
+    assert snapshot.stat().st_mode & 0o777 == 0o600 and snapshots.stat().st_mode & 0o777 == 0o700
+    assert alerts_file.stat().st_mode & 0o777 == 0o600
 
 
 def test_run_on_strangers_gives_no_alert(demo_dir: Path, tmp_path: Path,

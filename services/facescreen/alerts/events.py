@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from functools import cache
@@ -74,7 +75,10 @@ class JsonLinesSink:
         """`out`: a file to append to, an open text stream, or None for stdout."""
         self._owned: TextIO | None = None
         if isinstance(out, Path):
-            self._owned = self._fh = out.open("a")
+            # Alerts name people: readable by the owner only, whatever the umask.
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.chmod(out, 0o600)
+            self._owned = self._fh = os.fdopen(fd, "a")
         else:
             self._fh = out or sys.stdout
 

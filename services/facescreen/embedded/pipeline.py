@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -231,12 +232,20 @@ class EmbeddedPipeline:
 
 def save_snapshot(directory: Path, frame: Frame, alert: Alert) -> Path:
     """Opt-in evidence for the reviewer: the frame with the alerted face boxed."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # face images: the owner only, whatever the umask
     image = frame.image.copy()
     x1, y1, x2, y2 = (int(v) for v in alert.box)
     cv2.rectangle(image, (x1, y1), (x2, y2), (0, 0, 255), 2)
     cv2.putText(image, f"{alert.subject_id} {alert.score:.3f}", (x1, max(12, y1 - 6)),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1, cv2.LINE_AA)
     path = directory / f"{alert.alert_id}.jpg"
-    cv2.imwrite(str(path), image)
+    ok, encoded = cv2.imencode(".jpg", image)
+    if not ok:
+        raise OSError(f"could not encode the snapshot of alert {alert.alert_id}")
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(encoded.tobytes())
+    os.replace(tmp, path)  # an update replaces the best face atomically
     return path
