@@ -53,8 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     identify.add_argument("--norm", choices=runner.NORMS, default="none",
                           help="score normalisation: znorm = each template against the "
                                "calibration half as cohort (needs --calibrate-half)")
+    identify.add_argument("--min-photos", type=int, default=1, metavar="N",
+                          help="leave out subjects with fewer than N photos (default 1)")
+    identify.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "eval",
+                          help="photo cache (embeddings: biometric, never commit it; "
+                               "default .cache/eval)")
     identify.add_argument("--no-cache", action="store_true",
-                          help="do not read or write the photo cache in .cache/eval")
+                          help="do not read or write the photo cache")
     _common(identify, plot=True, limit_help="only the first N subjects (sorted by id)")
     identify.set_defaults(handler=cmd_identify)
 
@@ -63,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     detect.add_argument("--gt", type=Path, help="ground-truth file (default: found in ROOT)")
     _common(detect, plot=False, limit_help="N images evenly spaced through the ground truth")
     detect.set_defaults(handler=cmd_detect)
+
+    from facescreen.cli.eval_video_cmd import register_video  # the video evaluation's own module
+
+    register_video(cmds)
 
 
 def _common(parser: argparse.ArgumentParser, plot: bool, limit_help: str) -> None:
@@ -163,8 +172,8 @@ def _seed_list(text: str | None, seed: int) -> list[int]:
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
-    if args.enrol < 1 or args.track < 1 or args.max_tracks < 1:
-        raise CommandError("--enrol, --track and --max-tracks must be at least 1")
+    if min(args.enrol, args.track, args.max_tracks, args.min_photos) < 1:
+        raise CommandError("--enrol, --track, --max-tracks and --min-photos must be at least 1")
     if not 0.0 < args.target_fpir < 1.0:
         raise CommandError("--target-fpir must be between 0 and 1")
     if args.norm != "none" and not args.calibrate_half:
@@ -175,7 +184,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
     photo_cache = None
     if not args.no_cache:
         mode = "aligned" if ds.is_aligned_crops(args.root) else "pipeline"
-        photo_cache = PhotoCache(REPO_ROOT / ".cache" / "eval",
+        photo_cache = PhotoCache(args.cache_dir,
                                  pipeline_key(analyzer.config, args.models_root, mode))
     cache: dict[str, runner.ImageFaces] = {}
 
@@ -183,7 +192,8 @@ def cmd_identify(args: argparse.Namespace) -> int:
         return runner.run_identify(
             analyzer, args.root, enrol_n=args.enrol, seed=seed, limit=args.limit,
             track_k=args.track, max_tracks=args.max_tracks, calibrate_half=args.calibrate_half,
-            target_fpir=args.target_fpir, norm=args.norm, cache=cache, photo_cache=photo_cache,
+            target_fpir=args.target_fpir, norm=args.norm, min_photos=args.min_photos, cache=cache,
+            photo_cache=photo_cache,
             progress=not args.no_progress)
 
     if len(seeds) == 1 and args.seeds is None:

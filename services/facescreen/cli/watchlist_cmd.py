@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from facescreen.cli.common import (
     CommandError,
     actor,
@@ -20,13 +18,12 @@ from facescreen.cli.common import (
     build_analyzer,
     open_store,
 )
-from facescreen.core.matching import threshold_for_fpir
-from facescreen.ingest.images import ImageError, load_image
+from facescreen.core.calibration import DEFAULT_MAX_GROWTH, InsufficientImpostorsError
 from facescreen.ingest.sources import mask_uri
 from facescreen.watchlist.audit_relay import relay
+from facescreen.watchlist.calibrate import calibrate_list, collect_impostors, impostor_images
 from facescreen.watchlist.enrol import enrol_images
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from facescreen.watchlist.store import Watchlist, calibration_stale, gallery_size
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -78,6 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cal.add_argument("--impostors", type=Path, required=True,
                      help="folder of face images of people NOT on the watchlist")
     cal.add_argument("--target-fpir", type=float, default=0.01)
+    cal.add_argument("--track", type=int, default=3, metavar="K",
+                     help="decide pseudo-tracks of K photos of each impostor person folder "
+                          "(DIR/<person>/<image>), as the matcher decides a track (default 3;"
+                          " 1 = single faces); images directly in DIR are single faces")
+    cal.add_argument("--max-tracks", type=int, default=100, metavar="N",
+                     help="at most N pseudo-tracks per impostor person (default 100)")
+    cal.add_argument("--max-growth", type=float, default=DEFAULT_MAX_GROWTH, metavar="SHARE",
+                     help="the calibration is stale once the list has grown by more than this "
+                          f"share (default {DEFAULT_MAX_GROWTH:g})")
     cal.add_argument("--reason", default="calibration")
     cal.add_argument("--actor")
     cal.set_defaults(handler=cmd_calibrate)
@@ -132,9 +138,13 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     store = open_store(args, remote=True)
     lists, subjects = store.watchlists(), store.subjects()
+    sizes = {n: gallery_size(subjects, n) for n in lists}
     if args.json:
         print(json.dumps({
-            "watchlists": {n: {"threshold": w.threshold, "description": w.description}
+            "watchlists": {n: {"threshold": w.threshold, "description": w.description,
+                               "calibration": w.calibration or None,
+                               "gallery_size": sizes[n],
+                               "calibration_stale": calibration_stale(w, sizes[n])}
                            for n, w in lists.items()},
             "subjects": {sid: {"watchlists": s.watchlists, "images": len(s.images),
                                "expires": s.expires} for sid, s in subjects.items()},
@@ -143,9 +153,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, wl in sorted(lists.items()):
         members = sorted(sid for sid, s in subjects.items() if name in s.watchlists)
         print(f"{name}  threshold={wl.threshold:.4f}  subjects={len(members)}")
+        if wl.calibration:
+            print(f"  {_calibration_line(wl, sizes[name])}")
         for sid in members:
             print(f"  {sid}  images={len(subjects[sid].images)}")
     return 0
+
+
+def _calibration_line(wl: Watchlist, size: int) -> str:
+    """What a list's calibration promises, and whether it still holds."""
+    c = wl.calibration
+    when = datetime.fromtimestamp(c["calibrated_at"], UTC).strftime("%Y-%m-%d") \
+        if "calibrated_at" in c else "earlier"
+    text = f"calibrated {when} for FPIR {c.get('target_fpir')}"
+    if "fpir_ci" in c:
+        lo, hi = c["fpir_ci"]
+        text += (f" (95% CI {lo:.4f}-{hi:.4f}, {c['impostor_decisions']} decisions, "
+                 f"tracks of {c.get('track_k', 1)})")
+    calibrated = c.get("gallery_size", c.get("subjects"))
+    text += f" at {calibrated} templates, now {size}"
+    if calibration_stale(wl, size):
+        text += f": STALE (grew by more than {100 * c.get('max_growth', DEFAULT_MAX_GROWTH):g}%;"
+        text += " recalibrate)"
+    if "threshold" in c and abs(c["threshold"] - wl.threshold) > 1e-9:
+        text += f"; threshold since set by hand (calibrated {c['threshold']:.4f})"
+    return text
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -166,35 +198,38 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    if not 0.0 < args.target_fpir < 1.0:
+        raise CommandError(f"--target-fpir {args.target_fpir} is not between 0 and 1")
+    if args.track < 1 or args.max_tracks < 1 or args.max_growth < 0:
+        raise CommandError("--track and --max-tracks must be at least 1, --max-growth >= 0")
+    if not args.impostors.is_dir():
+        raise CommandError(f"impostor folder {args.impostors} does not exist")
     store = open_store(args, remote=True)
-    members = sum(1 for s in store.subjects().values() if args.watchlist in s.watchlists)
-    if members == 0:
+    size = gallery_size(store.subjects(), args.watchlist)
+    if size == 0:
         raise CommandError(f"watchlist {args.watchlist!r} has no enrolled subject")
-    search, _ = store.matcher([args.watchlist])
-    paths = sorted(p for p in args.impostors.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
+    if not impostor_images(args.impostors):
         raise CommandError(f"no images under {args.impostors}")
-    analyzer = build_analyzer(args)
-    top: list[float] = []
-    for path in paths:
-        try:
-            (faces,) = analyzer.analyze([load_image(path)])
-        except ImageError:
-            continue
-        vectors = [f.embedding for f in faces if f.embedding is not None]
-        if vectors:
-            results = search(np.stack(vectors), 1)
-            top.extend(r[0].score for r in results if r)
-    if len(top) < 1 / args.target_fpir:
-        raise CommandError(f"{len(top)} impostor faces cannot support FPIR {args.target_fpir}: "
-                           f"need at least {int(np.ceil(1 / args.target_fpir))}")
-    threshold = threshold_for_fpir(np.asarray(top, np.float32), args.target_fpir)
-    calibration = {"target_fpir": args.target_fpir, "impostor_faces": len(top),
-                   "subjects": members}
+    impostors = collect_impostors(build_analyzer(args), args.impostors, args.track,
+                                  args.max_tracks)
+    search, _ = store.matcher([args.watchlist])
+    try:
+        record = calibrate_list(search, impostors, args.target_fpir, track_k=args.track,
+                                gallery_size=size, max_growth=args.max_growth,
+                                embedder=store.embedder)
+    except InsufficientImpostorsError as exc:
+        raise CommandError(f"{exc} ({impostors.persons} impostor person folder(s), "
+                           f"{impostors.images} image(s) read)") from None
     store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
-                        threshold=threshold, calibration=calibration)
-    print(f"{args.watchlist}: threshold {threshold:.4f} for FPIR {args.target_fpir} "
-          f"from {len(top)} impostor faces")
+                        threshold=record["threshold"], calibration=record)
+    lo, hi = record["fpir_ci"]
+    plo, phi = record["fpir_ci_persons"]
+    print(f"{args.watchlist}: threshold {record['threshold']:.4f} for FPIR {args.target_fpir:g} "
+          f"from {record['impostor_decisions']} impostor decisions (tracks of {args.track}; "
+          f"{impostors.persons} person folders, {impostors.faces} faces) against "
+          f"{size} templates; expected FPIR {record['impostor_alerts']}/"
+          f"{record['impostor_decisions']}, 95% CI {lo:.4f}-{hi:.4f} "
+          f"(resampling persons: {plo:.4f}-{phi:.4f})")
     return 0
 
 

@@ -12,9 +12,9 @@ operator is promised is computed exactly as it is measured:
 - a calibration goes stale when the gallery grew: with more templates, each impostor has
   more chances to match one, so the same threshold gives a higher FPIR.
 
-Decisions drawn as combinations of one person's photos are correlated, so the binomial
-interval (which assumes independent decisions) is optimistic; the number of impostor
-persons is reported beside it for that reason.
+Decisions of one person (several photos, combinations of them) are correlated, so the
+binomial interval, which assumes independent decisions, is optimistic; `person_interval`
+resamples persons instead, and the number of impostor persons is reported beside both.
 """
 
 from __future__ import annotations
@@ -61,6 +61,27 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
     return low, high
+
+
+def person_interval(alerts: Sequence[int], decisions: Sequence[int], rng: np.random.Generator,
+                    reps: int = 2000, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the FPIR when impostor *persons* are resampled (cluster bootstrap).
+
+    `alerts[i]` of `decisions[i]` decisions of person i reached the threshold. Decisions of
+    one person rise and fall together (one look-alike can give most false alerts), so this
+    interval, unlike `clopper_pearson` over decisions, shows how much the rate depends on
+    which people happened to be in the impostor set.
+    """
+    a = np.asarray(alerts, np.float64)
+    n = np.asarray(decisions, np.float64)
+    if a.size == 0 or a.shape != n.shape or n.sum() <= 0:
+        raise ValueError("need one (alerts, decisions) count per person, some decisions")
+    picks = rng.integers(0, a.size, size=(reps, a.size))
+    totals = n[picks].sum(axis=1)
+    rates = np.divide(a[picks].sum(axis=1), totals, out=np.zeros(reps), where=totals > 0)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(rates, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)

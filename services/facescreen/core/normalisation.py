@@ -54,3 +54,16 @@ def znorm(scores: npt.ArrayLike, stats: CohortStats) -> F64:
     s = np.asarray(scores, np.float64)
     out: F64 = (s - stats.mean) / stats.std
     return out
+
+
+def cohort_mean(cohort: FloatArray) -> FloatArray:
+    """The cohort's mean embedding (not renormalised): the direction every face shares."""
+    mean: FloatArray = np.asarray(cohort, np.float32).mean(axis=0)
+    return mean
+
+
+def center(vectors: FloatArray, mean: FloatArray) -> FloatArray:
+    """Rows minus the cohort mean, renormalised: cosine on what tells people apart."""
+    shifted = np.asarray(vectors, np.float32) - mean
+    out: FloatArray = shifted / np.maximum(np.linalg.norm(shifted, axis=-1, keepdims=True), 1e-12)
+    return out

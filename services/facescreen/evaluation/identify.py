@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,14 @@ import numpy as np
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.core import calibration as cal
 from facescreen.core.matching import subject_template
-from facescreen.core.normalisation import cohort_stats, znorm
+from facescreen.core.normalisation import center, cohort_mean, cohort_stats, znorm
 from facescreen.core.types import FloatArray
 from facescreen.evaluation import datasets as ds
 from facescreen.evaluation import metrics as mt
 from facescreen.evaluation.photos import ImageFaces, PhotoCache, analyse_aligned, analyse_photos
 from facescreen.evaluation.report import by_gender, thin_curve
 
-NORMS = ("none", "znorm")
+NORMS = ("none", "znorm", "mean", "center")
 Decision = tuple[str, FloatArray | None]  # (person, track identity or None: no usable face)
 
 
@@ -42,15 +42,31 @@ def _tracks(sid: str, photos: Sequence[Path], cache: dict[str, ImageFaces], k: i
             for combo in cal.draw_combinations(len(photos), k, limit, rng)]
 
 
-def _top1(decisions: Sequence[Decision], templates: FloatArray, ids: Sequence[str],
-          stats: Any) -> tuple[list[str | None], np.ndarray]:
+Scorer = Callable[[FloatArray], np.ndarray]  # (probes, d) -> (probes, templates) scores
+
+
+def _scorer(gallery: FloatArray, norm: str, cohort: FloatArray | None) -> Scorer:
+    """Exact scores of probes against every template, normalised as `norm` says."""
+    if norm == "none" or cohort is None:
+        return lambda probes: (probes @ gallery.T).astype(np.float64)
+    if norm == "center":
+        mean = cohort_mean(cohort)
+        centred = center(gallery, mean)
+        return lambda probes: (center(probes, mean) @ centred.T).astype(np.float64)
+    stats = cohort_stats(gallery, cohort)
+    if norm == "mean":
+        return lambda probes: (probes @ gallery.T) - stats.mean
+    return lambda probes: znorm(probes @ gallery.T, stats)
+
+
+def _top1(decisions: Sequence[Decision], ids: Sequence[str],
+          score: Scorer) -> tuple[list[str | None], np.ndarray]:
     """Best subject and score per decision (exact search); None and NaN without a face."""
     top: list[str | None] = [None] * len(decisions)
     scores = np.full(len(decisions), np.nan)
     got = [(i, v) for i, (_, v) in enumerate(decisions) if v is not None]
     if got:
-        s = np.stack([v for _, v in got]) @ templates.T
-        s = znorm(s, stats) if stats is not None else s.astype(np.float64)
+        s = score(np.stack([v for _, v in got]))
         best = np.argmax(s, axis=1)
         for (i, _), j, row in zip(got, best, s, strict=True):
             top[i], scores[i] = ids[int(j)], float(row[j])
@@ -61,13 +77,15 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
                  limit: int | None = None, fpir_targets: Sequence[float] = (0.01, 0.05),
                  track_k: int = 1, max_tracks: int = 100, calibrate_half: bool = False,
                  target_fpir: float = 0.01, norm: str = "none", aligned: bool | None = None,
+                 min_photos: int = 1,
                  cache: dict[str, ImageFaces] | None = None,
                  photo_cache: PhotoCache | None = None, progress: bool = True) -> dict[str, Any]:
     """Open-set watchlist search over `ROOT/<subject>/<image>` photos.
 
     Protocol (the same gallery for every enrol_n, K and norm at one seed, so runs compare):
     - subjects sorted by id, shuffled with `seed`; the first half (rounded down) is enrolled,
-      the rest are strangers. `limit` keeps only the first `limit` subjects by id.
+      the rest are strangers. Subjects with fewer than `min_photos` photos are left out
+      first; `limit` then keeps only the first `limit` subjects by id.
     - each photo is represented by its largest face that passes quality (screening policy
       for probes, enrolment policy for enrolment); a photo with none has no usable face.
       Aligned crops (LFW) are embedded directly, every one usable, all of weight 1.
@@ -99,7 +117,8 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
         raise ValueError("score normalisation needs --calibrate-half (its cohort is the "
                          "calibration half of the strangers)")
     subjects = ds.read_subject_folders(root)
-    ids = sorted(subjects)[:limit] if limit is not None else sorted(subjects)
+    ids = sorted(sid for sid in subjects if len(subjects[sid]) >= min_photos)
+    ids = ids[:limit] if limit is not None else ids
     if len(ids) < 2:
         raise ds.DatasetError(f"{root}: need at least two subjects, have {len(ids)}")
     order = np.random.default_rng(seed).permutation(len(ids))
@@ -148,23 +167,24 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
         measured_ids = sorted(shuffled[len(shuffled) // 2:])
     else:
         calib_ids, measured_ids = [], stranger_ids
-    stats = None
-    if norm == "znorm":
-        cohort = [v for sid in calib_ids for p in subjects[sid]
-                  if (v := cache[str(p)].probe) is not None]
-        if len(cohort) < 2:
+    cohort = None
+    if norm != "none":
+        faces = [v for sid in calib_ids for p in subjects[sid]
+                 if (v := cache[str(p)].probe) is not None]
+        if len(faces) < 2:
             raise ds.DatasetError(f"{root}: too few cohort faces for score normalisation")
-        stats = cohort_stats(gallery, np.stack(cohort))
+        cohort = np.stack(faces)
+    score = _scorer(gallery, norm, cohort)
 
     nonmated: dict[str, list[Decision]] = {
         sid: _tracks(sid, subjects[sid], cache, track_k, max_tracks, seed)
         for sid in stranger_ids}
-    mated_top, mated_scores = _top1(mated, gallery, gallery_ids, stats)
+    mated_top, mated_scores = _top1(mated, gallery_ids, score)
     mated_correct = np.array([t == sid for t, (sid, _) in zip(mated_top, mated, strict=True)])
 
     def scores_of(people: Sequence[str]) -> tuple[np.ndarray, list[str]]:
         decisions = [d for sid in people for d in nonmated[sid]]
-        _, s = _top1(decisions, gallery, gallery_ids, stats)
+        _, s = _top1(decisions, gallery_ids, score)
         keep = ~np.isnan(s)
         return s[keep], [sid for (sid, _), k in zip(decisions, keep, strict=True) if k]
 
@@ -189,7 +209,7 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
                   "strangers_without_track": sum(not nonmated[sid] for sid in stranger_ids)},
         "norm": norm,
         "score_units": "cosine" if norm == "none" else "z (cohort-normalised)",
-        "subjects": {"total": len(ids), "enrolled": len(gallery_ids),
+        "subjects": {"total": len(ids), "min_photos": min_photos, "enrolled": len(gallery_ids),
                      "strangers": len(stranger_ids), "enrolled_with_fewer": len(fewer),
                      "failed_to_enrol": failed_to_enrol},
         "photos": {"total": len(all_paths),
@@ -223,10 +243,19 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
         c = cal.calibrate(calib, target_fpir, require_enough=False)
         alerts = int((held >= c.threshold).sum())
         threshold = c.threshold
+        per_person = {sid: [0, 0] for sid in measured_ids}
+        for sid, score in zip(held_owner, held, strict=True):
+            per_person[sid][0] += int(score >= c.threshold)
+            per_person[sid][1] += 1
+        counted = [v for v in per_person.values() if v[1]]
         result["calibration"] = {
             "fpir_target": target_fpir, "threshold": c.threshold,
             "fpir_measured": alerts / held.size,
             "fpir_ci": list(cal.clopper_pearson(alerts, int(held.size))),
+            "fpir_ci_persons": list(cal.person_interval(
+                [a for a, _ in counted], [n for _, n in counted],
+                np.random.default_rng([seed, 3]))),
+            "false_alerts_by_person": sorted((a for a, _ in counted), reverse=True)[:5],
             "fnir": float(np.mean(hits < c.threshold)),
             "calibration_decisions": c.decisions, "calibration_persons": len(calib_ids),
             "min_decisions": cal.min_decisions(target_fpir), "sufficient": c.sufficient,

@@ -87,4 +87,17 @@ def summarise_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
                          "measured_decisions")},
             "within_x1_5": sum(target / 1.5 <= f <= target * 1.5 for f in measured),
             "sufficient": all(r["calibration"]["sufficient"] for r in runs)}
+    genders = [r["by_gender"] for r in runs if r.get("by_gender")]
+    if genders:
+        out["by_gender_pooled"] = {}
+        for group in ("female", "male"):
+            rows = [g[group] for g in genders]
+            n_m = sum(r["mated_decisions"] for r in rows)
+            misses = sum(round((r["fnir"] or 0.0) * r["mated_decisions"]) for r in rows)
+            n_a = sum(r["nonmated_decisions"] for r in rows)
+            alerts = sum(r["false_alerts"] for r in rows)
+            out["by_gender_pooled"][group] = {
+                "mated_decisions": n_m, "fnir": misses / n_m if n_m else None,
+                "nonmated_decisions": n_a, "false_alerts": alerts,
+                "fpir": alerts / n_a if n_a else None}
     return out

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from facescreen.core.calibration import DEFAULT_MAX_GROWTH, is_stale
 from facescreen.core.matching import Candidate, GalleryIndex, subject_template
 from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
@@ -75,6 +76,27 @@ class Watchlist:
             self.description = description
         if calibration is not None:
             self.calibration = calibration
+
+
+def gallery_size(subjects: dict[str, Subject], watchlist: str, now: float | None = None) -> int:
+    """Templates a search of `watchlist` compares with: its live subjects with an image."""
+    now = time.time() if now is None else now
+    return sum(1 for s in subjects.values()
+               if watchlist in s.watchlists and s.images and not s.expired(now))
+
+
+def calibration_stale(watchlist: Watchlist, gallery_size: int) -> bool:
+    """Whether the list's calibration no longer holds: its gallery grew by more than the
+    share recorded at calibration (default 20%) since. False for an uncalibrated list.
+
+    The matcher can call this to log a warning; `watchlist list` marks the list STALE.
+    """
+    record = watchlist.calibration
+    calibrated = record.get("gallery_size", record.get("subjects"))
+    if not record or calibrated is None:
+        return False
+    return is_stale(int(calibrated), gallery_size,
+                    float(record.get("max_growth", DEFAULT_MAX_GROWTH)))
 
 
 @dataclass
