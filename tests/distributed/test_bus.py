@@ -31,7 +31,7 @@ from facescreen.core.alignment import l2_normalise
 from facescreen.core.types import Frame
 from facescreen.ingest.config import ConfigError, IngestConfig, camera_names
 from facescreen.ingest.service import Slot
-from facescreen.matcher.service import ScreenerStates
+from facescreen.matcher.state import ScreenerStates
 from facescreen.models import sources
 from facescreen.ops.logs import redact
 
@@ -147,6 +147,9 @@ def test_dead_letters_reference_the_payload_but_never_carry_it() -> None:
     assert str(uuid.UUID(event["dead_letter_id"])) == dead_letter_event(
         "analyzer", ref, DeadLetter("truncated", "again"))["dead_letter_id"]
     assert "payload" not in json.dumps(event["headers"])
+    many = MessageRef("frames", 0, 1, b"cam", b"x", [(f"h{i}", b"v" * 999) for i in range(9999)])
+    crowded = dead_letter_event("analyzer", many, DeadLetter("bad_headers", "too many"))
+    assert len(crowded["headers"]) == 32 and len(dumps(crowded)) < 20_000
 
 
 def test_audit_schema_refuses_biometric_details() -> None:
@@ -229,10 +232,10 @@ def test_matcher_skips_redelivered_seqs_and_restarts_a_replayed_timeline() -> No
 
     for seq in range(3):
         first = event("s1", seq, float(seq))
-        assert not states.duplicate(first)
+        assert states.admit(first)
         states.screener_for(first)
         states.screened(first)
-    assert states.duplicate(event("s1", 1, 1.0))
-    assert not states.duplicate(event("s2", 0, 0.0))
+    assert not states.admit(event("s1", 1, 1.0))
+    assert states.admit(event("s2", 0, 0.0))
     states.screener_for(event("s2", 0, 0.0))  # new session, clock went back: a new timeline
     assert made == ["cam", "cam"]

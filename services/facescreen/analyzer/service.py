@@ -26,14 +26,17 @@ from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import InferenceBackend, OnnxRuntimeBackend
 from facescreen.bus import deadletter
 from facescreen.bus.codecs import EmbeddingDtype, FrameMeta, build_face_event, dumps
-from facescreen.bus.deadletter import DeadLetter, MessageRef
+from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
 from facescreen.bus.entry import FramePolicy, check_frame, decode_frame
 from facescreen.bus.faustapp import (
     FaustTuning,
+    SendError,
     fail_stop,
+    hold_forever,
     make_app,
     message_ref,
     observe_lag,
+    publish_dead_letter,
     raw_topic,
     retry_forever,
     watch_assignment,
@@ -219,15 +222,39 @@ def build_app(settings: AnalyzerSettings, work: FrameBatchAnalyzer,
         await asyncio.gather(*pending)  # on the broker before the batch is acknowledged
         observe_lag(app, SERVICE, refs[-1])
 
+    async def handle_alone(event: Any) -> None:
+        """One frame of a batch that failed: its own dead letter if it fails again."""
+        try:
+            await handle([event])
+        except SendError:
+            raise
+        except Exception as exc:
+            ref = message_ref(event)
+            log.error("frame failed", exc_info=exc, extra={"fields": {
+                "topic": ref.topic, "partition": ref.partition, "offset": ref.offset}})
+            FRAMES.labels("dead").inc()
+            await publish_dead_letter(dead_topic, SERVICE, ref, failure_letter(exc),
+                                      tuning=settings.tuning, readiness=readiness)
+
     @app.agent(frames, name="analyze-frames")
     async def analyze_frames(stream: Any) -> None:
+        # No frame can stop the worker: a batch that raises is redone frame by frame, and
+        # a frame that raises alone is dead-lettered (internal_error, or invalid_output
+        # for a face event that fails its schema). Only the broker refusing our output
+        # stops it (not ready, exit 1), with the batch unacknowledged.
         async for events in stream.take_events(settings.batch_size,
                                                within=settings.batch_wait_s):
             try:
-                await handle(events)
+                try:
+                    await handle(events)
+                except SendError:
+                    raise
+                except Exception:
+                    for event in events:
+                        await handle_alone(event)
             except Exception as exc:
-                fail_stop(exc, SERVICE)
-                await asyncio.Event().wait()  # hold the batch unacknowledged until stopped
+                fail_stop(exc, SERVICE, readiness)
+                await hold_forever()
 
     @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
 from prometheus_client import Counter
 
 from facescreen.alerts.events import validator
@@ -26,6 +27,7 @@ DEAD_LETTERS = Counter("facescreen_dead_letters", "Messages dead-lettered, by se
                        ["service", "reason"])
 _NAMESPACE = uuid.UUID("0c6f9d1e-7a52-4b8e-9f3c-2d41e6a8b705")
 _MAX_TEXT = 256
+_MAX_HEADERS = 32
 
 
 class DeadLetter(Exception):  # noqa: N818 - it is the verdict, not an error of this code
@@ -35,6 +37,21 @@ class DeadLetter(Exception):  # noqa: N818 - it is the verdict, not an error of 
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def failure_letter(exc: BaseException) -> DeadLetter:
+    """The dead letter of a message whose handling raised: this service is at fault.
+
+    Only the exception's class is named: its message may quote the payload (a schema
+    error repeats the offending value, which may be an embedding). An output of ours
+    that fails its own schema is `invalid_output`; anything else is `internal_error`.
+    """
+    if isinstance(exc, DeadLetter):
+        return exc
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if isinstance(exc, jsonschema.ValidationError):
+        return DeadLetter("invalid_output", f"an output failed its schema ({name})")
+    return DeadLetter("internal_error", name)
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,14 @@ def _text(data: bytes | None) -> str | None:
 
 
 def _headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
-    return {str(k)[:_MAX_TEXT]: (v or b"").decode("utf-8", "replace")[:_MAX_TEXT]
-            for k, v in headers}
+    """The first `_MAX_HEADERS` headers, cut short: a message with thousands of headers
+    must not make a dead letter too big to publish."""
+    out: dict[str, str] = {}
+    for k, v in headers:
+        if len(out) >= _MAX_HEADERS:
+            break
+        out[str(k)[:_MAX_TEXT]] = (v or b"").decode("utf-8", "replace")[:_MAX_TEXT]
+    return out
 
 
 def dead_letter_event(service: str, ref: MessageRef, letter: DeadLetter,

@@ -3,13 +3,20 @@
 Checks run cheapest first, and nothing is decoded before its headers and size are known
 good, so a hostile or broken producer costs little: headers, schema version, key,
 camera, size, JPEG signature and end marker, then (in the worker thread) decoding.
+
+Face events get the same treatment before any of them touches the matcher's state: size,
+nesting depth (measured without recursion), finite numbers, faces per event, the
+schema, then plausibility (boxes inside a margin around the frame and not inverted,
+capture time not in the future). Each limit is a `FaceEventPolicy` field; every check
+costs time linear in the size of the message at most.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
+import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import jsonschema
 
@@ -25,12 +32,14 @@ from facescreen.bus.codecs import (
     typed_frame_headers,
 )
 from facescreen.bus.deadletter import DeadLetter, MessageRef
+from facescreen.bus.safejson import JsonLimitError, loads_bounded
 from facescreen.core.types import ImageBGR
 from facescreen.ingest.images import ImageError, decode_image
 
 _FRAME_REQUIRED = ("schema_version", "camera", "session", "seq", "frame_index", "captured_at",
                    "width", "height", "content_type")
 DEFAULT_MAX_FRAME_BYTES = 900_000  # under Apache Kafka's default 1 MB message limit
+DEFAULT_MAX_EVENT_BYTES = 1_048_576  # Apache Kafka's default message limit
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,29 @@ class FramePolicy:
 
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES
     cameras: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class FaceEventPolicy:
+    """What the matcher accepts as a face event, before it touches any state.
+
+    A face event carries about 1 kB per face, so the byte limit and the face limit agree;
+    256 faces is a crowd far beyond what one 640-pixel detector pass resolves well, and
+    screening cost grows with faces x tracks. Boxes and landmarks may overhang the frame
+    by `box_margin` frame sizes (detectors clip differently), no more. Capture times are
+    seconds since the epoch (live) or since the start of a file: never negative and
+    never more than `max_future_s` ahead of this machine's clock.
+    """
+
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    max_depth: int = 8  # the deepest legitimate path is faces[i].landmarks[j]: depth 4
+    max_faces: int = 256
+    box_margin: float = 1.0
+    max_future_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if min(self.max_bytes, self.max_depth, self.max_faces) < 1 or self.box_margin < 0:
+            raise ValueError("face event limits must be positive")
 
 
 def _schema_error(error: jsonschema.ValidationError) -> str:
@@ -97,12 +129,17 @@ def decode_frame(ref: MessageRef, meta: FrameMeta) -> ImageBGR:
     return image
 
 
-def check_face_event(ref: MessageRef, embedder: str | None = None,
-                     dim: int | None = None) -> FaceEvent:
-    """A face event parsed into core faces, or a DeadLetter saying what is wrong with it."""
+def _face_event_doc(ref: MessageRef, policy: FaceEventPolicy) -> dict[str, Any]:
+    """The JSON object of a face event, parsed at a bounded cost."""
+    value = ref.value or b""
+    if len(value) > policy.max_bytes:
+        raise DeadLetter("oversized", f"face event of {len(value):,} bytes exceeds the limit "
+                         f"of {policy.max_bytes:,}")
     try:
-        doc = json.loads(ref.value or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = loads_bounded(value, policy.max_depth)
+    except JsonLimitError as exc:
+        raise DeadLetter(exc.reason, str(exc)) from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise DeadLetter("invalid_json", f"not JSON: {exc.__class__.__name__} at byte "
                          f"{getattr(exc, 'pos', getattr(exc, 'start', '?'))}") from None
     if not isinstance(doc, dict):
@@ -112,6 +149,43 @@ def check_face_event(ref: MessageRef, embedder: str | None = None,
         raise DeadLetter("schema_version", f"face event schema version "
                          f"{str(doc.get('schema_version'))[:20]!r}; this service reads "
                          f"version {SCHEMA_VERSION}")
+    faces = doc.get("faces")
+    if isinstance(faces, list) and len(faces) > policy.max_faces:
+        raise DeadLetter("too_many_faces", f"{len(faces)} faces in one event, the limit is "
+                         f"{policy.max_faces}")
+    return doc
+
+
+def _outside(points: Sequence[Sequence[float]], width: int, height: int,
+             margin: float) -> bool:
+    return any(not (-margin * width <= x <= (1 + margin) * width
+                    and -margin * height <= y <= (1 + margin) * height) for x, y in points)
+
+
+def _check_plausible(doc: Mapping[str, Any], policy: FaceEventPolicy) -> None:
+    """Values the schema cannot bound: they depend on the frame size and the clock."""
+    captured_at = doc["captured_at"]
+    latest = time.time() + policy.max_future_s
+    if not 0 <= captured_at <= latest:
+        raise DeadLetter("implausible_time", f"captured_at {captured_at:.6g} is outside "
+                         f"[0, now + {policy.max_future_s:g} s]")
+    width, height = doc["frame"]["width"], doc["frame"]["height"]
+    for i, face in enumerate(doc["faces"]):
+        x1, y1, x2, y2 = face["box"]
+        if not (x1 < x2 and y1 < y2) or _outside(((x1, y1), (x2, y2)), width, height,
+                                                 policy.box_margin):
+            raise DeadLetter("implausible_box", f"face {i}: box is inverted, empty or "
+                             f"outside the {width}x{height} frame's margin")
+        if _outside(face["landmarks"], width, height, policy.box_margin):
+            raise DeadLetter("implausible_box", f"face {i}: landmarks outside the "
+                             f"{width}x{height} frame's margin")
+
+
+def check_face_event(ref: MessageRef, embedder: str | None = None, dim: int | None = None,
+                     policy: FaceEventPolicy | None = None) -> FaceEvent:
+    """A face event parsed into core faces, or a DeadLetter saying what is wrong with it."""
+    policy = policy or FaceEventPolicy()
+    doc = _face_event_doc(ref, policy)
     errors = sorted(validator("face_event").iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
         raise DeadLetter("invalid_event", "; ".join(_schema_error(e) for e in errors[:3]))
@@ -123,6 +197,7 @@ def check_face_event(ref: MessageRef, embedder: str | None = None,
     if dim is not None and doc["embedding_dim"] != dim:
         raise DeadLetter("model_mismatch", f"embedding dim {doc['embedding_dim']}, the "
                          f"watchlist holds dim {dim}")
+    _check_plausible(doc, policy)
     try:
         return parse_face_event(doc)
     except CodecError as exc:

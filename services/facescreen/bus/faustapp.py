@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import Any, TypeVar, cast
 import faust
 from prometheus_client import Gauge
 
-from facescreen.bus.deadletter import MessageRef
+from facescreen.bus import deadletter
+from facescreen.bus.deadletter import DeadLetter, MessageRef
 from facescreen.ops.health import Readiness
 
 log = logging.getLogger("facescreen.faust")
@@ -36,6 +38,8 @@ class FaustTuning:
     commit_interval_s: float = 1.0  # at most this much work is redone after a kill -9
     commit_every: int = 100
     stream_buffer: int = 64  # events fetched ahead per partition (frames are big)
+    send_timeout_s: float = 10.0  # per attempt to put one output message on the broker
+    send_attempts: int = 3
 
     @property
     def heartbeat_s(self) -> float:
@@ -157,21 +161,88 @@ def run_worker(app: faust.App, loglevel: str = "info") -> int:
     return 1 if failed() else code
 
 
+class SendError(RuntimeError):
+    """The broker did not take a message after every attempt: no progress is possible."""
+
+
+async def send_bounded(topic: Any, key: bytes | None, value: bytes,
+                       headers: list[tuple[str, bytes]] | None = None, *,
+                       tuning: FaustTuning | None = None,
+                       readiness: Readiness | None = None) -> None:
+    """Send one message and wait for the broker's acknowledgement, within bounds.
+
+    Faust's own producer timeout is 20 minutes; a worker that cannot write its output (or
+    its dead letters) must say so long before that, so each attempt has a timeout, the
+    worker is not ready while attempts fail, and the last failure raises SendError.
+    """
+    tuning = tuning or FaustTuning()
+    last: BaseException | None = None
+    for attempt in range(1, tuning.send_attempts + 1):
+        try:
+            sent = await asyncio.wait_for(topic.send(key=key, value=value, headers=headers),
+                                          tuning.send_timeout_s)
+            await asyncio.wait_for(asyncio.shield(sent), tuning.send_timeout_s)
+        except Exception as exc:
+            last = exc
+            if readiness is not None:
+                readiness.mark("progress", False)
+            log.warning("send failed", extra={"fields": {
+                "topic": topic.get_topic_name(), "attempt": attempt,
+                "error": type(exc).__name__}})
+            if attempt < tuning.send_attempts:
+                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
+            continue
+        if readiness is not None and attempt > 1:
+            readiness.mark("progress", True)
+        return
+    raise SendError(f"{topic.get_topic_name()}: not acknowledged after "
+                    f"{tuning.send_attempts} attempts ({type(last).__name__})") from last
+
+
+async def publish_dead_letter(topic: Any, service: str, ref: MessageRef, letter: DeadLetter,
+                              *, tuning: FaustTuning | None = None,
+                              readiness: Readiness | None = None) -> None:
+    """Count, log and publish a dead letter; raises SendError when the broker refuses."""
+    key, value = deadletter.record(service, ref, letter)
+    await send_bounded(topic, key, value, tuning=tuning, readiness=readiness)
+
+
+async def hold_forever() -> None:
+    """Keep the current event unacknowledged until the worker stops (it is redone later)."""
+    await asyncio.Event().wait()
+
+
 _failure: list[BaseException] = []
+STOP_GRACE_S = 5.0  # wait_empty commits what was acknowledged at once, then waits on
 
 
-def fail_stop(exc: BaseException, service: str) -> None:
-    """An error no retry will fix: stop gracefully (commit what was acknowledged) and exit 1.
+def fail_stop(exc: BaseException, service: str, readiness: Readiness | None = None) -> None:
+    """No progress is possible (the broker refuses our output): not ready, stop, exit 1.
 
-    Faust would otherwise restart the agent and acknowledge the failed events, losing
-    them; stopping leaves them uncommitted, so the restarted worker does them again.
+    The event in hand stays unacknowledged (the agent holds it), so it is done again
+    after the restart. A graceful stop commits what was acknowledged; Faust waits for the
+    held event while stopping (for ever: seen here), so a watchdog ends the process after
+    `STOP_GRACE_S`: an orchestrator then sees a failed container, not a hung one that
+    answers its probes.
     """
     import os
     import signal
+    import threading
 
-    log.critical("unrecoverable error, stopping", exc_info=exc,
+    if readiness is not None:
+        readiness.mark("progress", False)
+    log.critical("cannot make progress, stopping", exc_info=exc,
                  extra={"fields": {"service": service}})
     _failure.append(exc)
+
+    def _deadline() -> None:
+        time.sleep(STOP_GRACE_S)
+        log.critical("graceful stop timed out; exiting", extra={"fields": {
+            "service": service, "grace_s": STOP_GRACE_S}})
+        logging.shutdown()
+        os._exit(1)
+
+    threading.Thread(target=_deadline, name="fail-stop", daemon=True).start()
     os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -9,10 +9,19 @@ Defaults (override with a TOML file, see `BusConfig.from_toml`, and/or a name pr
 | alerts      | facescreen.alerts        | 6          | 7 days    | reviewed by people           |
 | dead_letter | facescreen.dead-letter   | 3          | 14 days   | no payloads, only references |
 | audit       | facescreen.audit         | 1          | forever   | accountability; one order    |
+| feedback    | facescreen.feedback      | = faces    | 7 days    | reviewers' verdicts, by camera |
+| matcher_state | facescreen.matcher-state | = faces  | 1 day, compacted | the matcher's table changelog |
 
 Partitions bound the parallelism of each stage (every message is keyed by camera, so one
 camera's messages stay in order on one partition). Topics are created explicitly with
 their partition counts: a broker's auto-creation would pick its own count.
+
+`feedback` and `matcher_state` are co-partitioned with `faces`: a camera's face events,
+its reviewers' verdicts and its saved screening state have the same partition number, so
+the one matcher worker that owns the partition sees all three. The configuration refuses
+other counts. `matcher_state` holds track identities (biometric): it is compacted (one
+latest state per camera) and still deleted after its retention, so a camera that stays
+idle that long starts afresh.
 """
 
 from __future__ import annotations
@@ -59,12 +68,13 @@ class TopicSpec:
                 **dict(self.configs)}
 
 
-_ROLES = ("frames", "faces", "alerts", "dead_letter", "audit")
+_ROLES = ("frames", "faces", "alerts", "dead_letter", "audit", "feedback", "matcher_state")
+_COPARTITIONED = ("feedback", "matcher_state")
 
 
 @dataclass(frozen=True)
 class BusConfig:
-    """The five topics of facescreen and their replication factor."""
+    """The topics of facescreen and their replication factor."""
 
     frames: TopicSpec = TopicSpec("facescreen.frames", 12, 10 * MINUTE_MS,
                                   {"max.message.bytes": str(2 * 1024 * 1024)})
@@ -72,7 +82,18 @@ class BusConfig:
     alerts: TopicSpec = TopicSpec("facescreen.alerts", 6, 7 * DAY_MS)
     dead_letter: TopicSpec = TopicSpec("facescreen.dead-letter", 3, 14 * DAY_MS)
     audit: TopicSpec = TopicSpec("facescreen.audit", 1, -1)
+    feedback: TopicSpec = TopicSpec("facescreen.feedback", 12, 7 * DAY_MS)
+    matcher_state: TopicSpec = TopicSpec("facescreen.matcher-state", 12, DAY_MS,
+                                         {"cleanup.policy": "compact,delete"})
     replication: int = 1
+
+    def __post_init__(self) -> None:
+        for role in _COPARTITIONED:
+            spec: TopicSpec = getattr(self, role)
+            if spec.partitions != self.faces.partitions:
+                raise ValueError(f"topic {spec.name} ({role}) must have the faces topic's "
+                                 f"{self.faces.partitions} partitions, not {spec.partitions}: "
+                                 "they are co-partitioned")
 
     def topics(self) -> dict[str, TopicSpec]:
         return {role: getattr(self, role) for role in _ROLES}
@@ -111,6 +132,8 @@ class BusConfig:
                 raise ValueError(f"{where}[{role}]: unknown key(s) {sorted(bad)}")
             if "configs" in values:
                 values["configs"] = {str(k): str(v) for k, v in values["configs"].items()}
+            if role in _COPARTITIONED and "partitions" not in values:
+                values["partitions"] = parts["faces"].partitions
             parts[role] = replace(getattr(base, role), **values)
         replication = int(data.get("replication", base.replication))
         if replication < 1:

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     matcher = sub.add_parser("matcher", help="faces topic -> alerts topic (Faust worker)")
     add_store_args(matcher, remote=True)
     add_model_args(matcher)
-    matcher.add_argument("--cooldown", type=float, default=30.0,
-                         help="seconds before the same subject alerts again on a camera")
-    matcher.add_argument("--top-k", type=int, default=5, help="candidates per search")
+    matcher.add_argument("--cooldown", type=float,
+                         help="seconds before the same subject alerts again on a camera "
+                         "(default: the config's [decision] table, else 30)")
+    matcher.add_argument("--top-k", type=int, help="candidates per search (default 5)")
+    matcher.add_argument("--max-faces", type=int, default=256,
+                         help="dead-letter face events with more faces")
+    matcher.add_argument("--max-event-bytes", type=int, default=1_048_576,
+                         help="dead-letter larger face events")
+    matcher.add_argument("--max-seq-jump", type=int, default=100,
+                         help="dead-letter a seq this far past the camera's last one, unless "
+                         "3 consecutive events agree on it")
     _service_args(matcher, "matcher", faust_app=True)
     matcher.set_defaults(handler=cmd_matcher)
 
@@ -95,6 +104,9 @@ def _service_args(p: argparse.ArgumentParser, name: str, faust_app: bool = False
                        help="consumer group session timeout, seconds")
         p.add_argument("--commit-interval", type=float, default=1.0,
                        help="seconds between offset commits (work redone after a crash)")
+        p.add_argument("--send-timeout", type=float, default=10.0,
+                       help="seconds per attempt (3 attempts) to put an output or dead letter "
+                       "on the broker before the worker gives up and exits 1")
 
 
 def _bus(args: argparse.Namespace) -> Any:
@@ -141,10 +153,12 @@ def _require(args: argparse.Namespace, bus: Any, roles: tuple[str, ...]) -> None
 def _tuning(args: argparse.Namespace) -> Any:
     from facescreen.bus.faustapp import FaustTuning
 
-    if args.session_timeout < 1 or args.commit_interval <= 0:
-        raise CommandError("--session-timeout must be >= 1 s and --commit-interval > 0")
+    if args.session_timeout < 1 or args.commit_interval <= 0 or args.send_timeout <= 0:
+        raise CommandError("--session-timeout must be >= 1 s, --commit-interval and "
+                           "--send-timeout > 0")
     return FaustTuning(session_timeout_s=args.session_timeout,
-                       commit_interval_s=args.commit_interval)
+                       commit_interval_s=args.commit_interval,
+                       send_timeout_s=args.send_timeout)
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -238,19 +252,37 @@ def cmd_analyzer(args: argparse.Namespace) -> int:
         health.stop()
 
 
+def _at_least(value: float, low: float, flag: str) -> float:
+    if value < low:
+        raise ValueError(f"{flag} must be >= {low:g}, got {value:g}")
+    return value
+
+
 def cmd_matcher(args: argparse.Namespace) -> int:
+    from facescreen.bus.entry import FaceEventPolicy
     from facescreen.bus.faustapp import run_worker
     from facescreen.matcher.service import (
-        FaceEventMatcher,
         LocalLiveMatcher,
         MatcherSettings,
         PatientSearch,
         build_app,
     )
+    from facescreen.matcher.state import SeqPolicy
+    from facescreen.matcher.work import FaceEventMatcher
 
     bus = _bus(args)
     bootstrap = _bootstrap(args)
     config = pipeline_config(args)
+    policy = config.screening_policy()
+    try:
+        limits = FaceEventPolicy(max_bytes=args.max_event_bytes, max_faces=args.max_faces)
+        seq = SeqPolicy(max_jump=args.max_seq_jump)
+        if args.cooldown is not None:
+            policy = replace(policy, cooldown_s=_at_least(args.cooldown, 0.0, "--cooldown"))
+        if args.top_k is not None:
+            policy = replace(policy, top_k=int(_at_least(args.top_k, 1, "--top-k")))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     settings = MatcherSettings(bootstrap=bootstrap, bus=bus, tuning=_tuning(args),
                                group=args.group or f"{args.topic_prefix}facescreen-matcher")
     readiness, health = _start(args, "matcher", "broker", "watchlist")
@@ -268,7 +300,7 @@ def cmd_matcher(args: argparse.Namespace) -> int:
         stopping = threading.Event()
         work = FaceEventMatcher(PatientSearch(search, readiness, stopping), thresholds,
                                 embedder=config.embedder.name, dim=config.embedder.dim,
-                                cooldown_s=args.cooldown, top_k=args.top_k)
+                                policy=policy, limits=limits, seq=seq)
         return run_worker(build_app(settings, work, readiness, stopping),
                           args.log_level.lower())
     finally:

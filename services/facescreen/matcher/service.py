@@ -1,21 +1,24 @@
 """The matcher service: faces topic -> SourceScreener per camera -> alerts topic (Faust).
 
 Each face event is validated, rebuilt into core `Face`s and screened by its camera's
-`SourceScreener` (track -> vote -> search -> decide -> de-duplicate): the same code and
-decisions as the embedded pipeline. Alert ids come from the core and are deterministic,
-so a replay publishes the same ids; events whose seq this worker already screened
-(redelivered after an analyzer or matcher restart) are skipped.
+`SourceScreener` (track -> vote -> search -> decide -> alert life cycle): the same code
+and decisions as the embedded pipeline (`matcher.work`). Alert ids come from the core and
+are deterministic, so a replay publishes the same ids; events whose seq was already
+screened (redelivered after an analyzer or matcher restart) are skipped.
+
+No message can stop the worker: whatever fails for one message becomes its dead letter
+and the worker moves on. What does stop it is the broker refusing our output (alerts or
+dead letters) after bounded retries: then readiness turns false and the process exits 1
+(`fail_stop`) with the message unacknowledged, rather than hanging while probes answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -23,24 +26,25 @@ from typing import Any, cast
 import faust
 from prometheus_client import Counter, Histogram
 
-from facescreen.alerts.events import alert_to_event, validator
-from facescreen.bus import deadletter
-from facescreen.bus.codecs import FaceEvent, dumps
-from facescreen.bus.deadletter import DeadLetter, MessageRef
-from facescreen.bus.entry import check_face_event
+from facescreen.bus.deadletter import MessageRef, failure_letter
 from facescreen.bus.faustapp import (
     FaustTuning,
+    SendError,
     fail_stop,
+    hold_forever,
     make_app,
     message_ref,
     observe_lag,
+    publish_dead_letter,
     raw_topic,
+    send_bounded,
     watch_assignment,
 )
 from facescreen.bus.topics import BusConfig
 from facescreen.core.matching import Candidate
-from facescreen.core.screening import SearchFn, SourceScreener
+from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
+from facescreen.matcher.work import ALERT_HEADERS, FaceEventMatcher, StoppingError
 from facescreen.ops.health import Readiness
 
 log = logging.getLogger("facescreen.matcher.service")
@@ -55,10 +59,6 @@ MATCH_SCORES = Histogram("facescreen_matcher_top_score",
                                   0.97, 0.99, 1.0))
 SEARCH_SECONDS = Histogram("facescreen_matcher_search_seconds", "Watchlist search latency",
                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
-
-
-class StoppingError(RuntimeError):
-    """The service stops while waiting for the watchlist store to come back."""
 
 
 class PatientSearch:
@@ -97,82 +97,6 @@ class PatientSearch:
             return result
 
 
-@dataclass
-class CameraState:
-    """What the matcher remembers of one camera: its screener and the last seq screened."""
-
-    screener: SourceScreener
-    session: str | None = None
-    last_seq: int = -1
-    last_captured_at: float = -math.inf
-
-
-@dataclass
-class ScreenerStates:
-    """Per-camera screening state, held in this process.
-
-    SEAM for the tracking issue: this is the state to move into Faust tables keyed by
-    camera (changelogged, partitioned like the faces topic), so that a camera's tracks,
-    cooldowns and last seq follow its partition to another worker after a rebalance or
-    crash. Until then a restarted matcher starts each camera afresh: a person in view
-    then may alert again (with a new alert id, as the track is new).
-    """
-
-    factory: Callable[[str], SourceScreener]
-    cameras: dict[str, CameraState] = field(default_factory=dict)
-
-    def duplicate(self, event: FaceEvent) -> bool:
-        state = self.cameras.get(event.camera)
-        return (state is not None and state.session == event.session
-                and event.seq <= state.last_seq)
-
-    def screener_for(self, event: FaceEvent) -> SourceScreener:
-        """The camera's screener; a new session whose clock went backwards (a file replayed)
-        starts a new timeline, so tracks and cooldowns do not leak between runs."""
-        state = self.cameras.get(event.camera)
-        if state is None or (state.session != event.session
-                             and event.captured_at < state.last_captured_at):
-            state = CameraState(self.factory(event.camera))
-            self.cameras[event.camera] = state
-        return state.screener
-
-    def screened(self, event: FaceEvent) -> None:
-        state = self.cameras[event.camera]
-        state.session, state.last_seq = event.session, event.seq
-        state.last_captured_at = event.captured_at
-
-
-class FaceEventMatcher:
-    """The matcher's work on one face event, free of Faust."""
-
-    def __init__(self, search: SearchFn, thresholds: Mapping[str, float], *, embedder: str,
-                 dim: int, cooldown_s: float = 30.0, top_k: int = 5) -> None:
-        self.embedder = embedder
-        self.dim = dim
-        self.states = ScreenerStates(lambda camera: SourceScreener(
-            camera, search, thresholds, cooldown_s=cooldown_s, top_k=top_k))
-
-    def check(self, ref: MessageRef) -> FaceEvent | DeadLetter:
-        try:
-            return check_face_event(ref, self.embedder, self.dim)
-        except DeadLetter as letter:
-            return letter
-
-    def screen(self, event: FaceEvent) -> list[dict[str, Any]] | None:
-        """Validated alert events for this face event; None when it is a redelivery."""
-        if self.states.duplicate(event):
-            return None
-        screener = self.states.screener_for(event)
-        _, alerts = screener.screen(event.faces, event.frame_index, event.captured_at)
-        self.states.screened(event)
-        docs = []
-        for alert in alerts:
-            doc = alert_to_event(alert, event.detector, event.embedder)
-            validator("alert").validate(doc)
-            docs.append(doc)
-        return docs
-
-
 @dataclass(frozen=True)
 class MatcherSettings:
     bootstrap: list[str]
@@ -189,6 +113,7 @@ def build_app(settings: MatcherSettings, work: FaceEventMatcher, readiness: Read
     dead_topic = raw_topic(app, settings.bus.dead_letter.name)
     executor = ThreadPoolExecutor(1, thread_name_prefix="screen")
     watch_assignment(app, readiness, SERVICE)
+    bounds: dict[str, Any] = {"tuning": settings.tuning, "readiness": readiness}
 
     async def _stopping(sender: Any, *args: Any, **kwargs: Any) -> None:
         stopping.set()
@@ -196,39 +121,43 @@ def build_app(settings: MatcherSettings, work: FaceEventMatcher, readiness: Read
     app.on_before_shutdown.connect(cast(Any, _stopping))
 
     async def handle(ref: MessageRef) -> None:
-        verdict = work.check(ref)
-        if isinstance(verdict, DeadLetter):
-            EVENTS.labels("dead").inc()
-            key, value = deadletter.record(SERVICE, ref, verdict)
-            await (await dead_topic.send(key=key, value=value))
-            return
         loop = asyncio.get_running_loop()
-        docs = await loop.run_in_executor(executor, work.screen, verdict)
-        if docs is None:
+        outcome = await loop.run_in_executor(executor, work.process, ref)
+        if outcome.duplicate:
             EVENTS.labels("duplicate").inc()
             return
-        EVENTS.labels("screened").inc()
-        pending = []
-        for doc in docs:
-            ALERTS.labels(doc["source"], doc["watchlist"]).inc()
-            pending.append(await alerts_topic.send(
-                key=doc["source"].encode(), value=dumps(doc),
-                headers=[("schema_version", b"1"), ("content_type", b"application/json")]))
+        for alert in outcome.alerts:  # on the broker before the event is acknowledged
+            await send_bounded(alerts_topic, alert.key, alert.value, ALERT_HEADERS, **bounds)
+            ALERTS.labels(outcome.camera or "", alert.watchlist).inc()
             log.info("alert", extra={"fields": {
-                "alert_id": doc["alert_id"], "camera": doc["source"],
-                "subject": doc["subject_id"], "watchlist": doc["watchlist"],
-                "score": doc["score"], "track_id": doc["track_id"]}})
-        await asyncio.gather(*pending)  # on the broker before the event is acknowledged
+                "alert_id": alert.alert_id, "state": alert.state, "camera": outcome.camera,
+                "subject": alert.subject, "watchlist": alert.watchlist}})
+        if outcome.letter is not None:
+            EVENTS.labels("dead").inc()
+            await publish_dead_letter(dead_topic, SERVICE, ref, outcome.letter, **bounds)
+        else:
+            EVENTS.labels("screened").inc()
         observe_lag(app, SERVICE, ref)
 
     @app.agent(faces, name="match-faces")
     async def match_faces(stream: Any) -> None:
         async for event in stream.events():
+            ref = message_ref(event)
             try:
-                await handle(message_ref(event))
-            except Exception as exc:
-                fail_stop(exc, SERVICE)
-                await asyncio.Event().wait()  # hold the event unacknowledged until stopped
+                await handle(ref)
+            except StoppingError:
+                await hold_forever()  # the store is away and we stop: redo it next time
+            except SendError as exc:
+                fail_stop(exc, SERVICE, readiness)
+                await hold_forever()
+            except Exception as exc:  # any other failure is this message's dead letter
+                try:
+                    EVENTS.labels("dead").inc()
+                    await publish_dead_letter(dead_topic, SERVICE, ref, failure_letter(exc),
+                                              **bounds)
+                except Exception as stuck:
+                    fail_stop(stuck, SERVICE, readiness)
+                    await hold_forever()
 
     return app
 
