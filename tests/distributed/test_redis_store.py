@@ -179,6 +179,38 @@ def test_dimension_and_embedder_mismatch_and_kind_mismatch(redis_url: str) -> No
     assert list(store.subjects()) == ["alice"]
 
 
+@KINDS
+def test_a_lost_index_is_rebuilt_from_the_stored_subjects(redis_url: str,
+                                                          kind: IndexKind) -> None:
+    store = _store(redis_url, kind)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    search, _ = store.matcher()
+    client = redis.Redis.from_url(redis_url)
+    client.execute_command("FT.DROPINDEX", store.index_name)  # keeps the hashes
+    client.close()
+    (top,) = search(_vec(1)[None], 1)
+    assert [c.subject_id for c in top] == ["alice"]
+
+
+def test_subjects_survive_a_sigkill_with_aof_and_search_resumes(tmp_path: Path) -> None:
+    server = start_valkey(tmp_path / "valkey", appendonly=True)
+    try:
+        store = _store(valkey_url(server))
+        store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+        search, _ = store.matcher()
+        assert search(_vec(1)[None], 1)[0][0].subject_id == "alice"
+        server.kill()
+        with pytest.raises(WatchlistError, match="unreachable"):
+            search(_vec(1)[None], 1)
+        server.start()  # same port, same folder: the AOF is replayed
+        (top,) = search(_vec(1)[None], 1)
+        assert [c.subject_id for c in top] == ["alice"]
+        assert sorted(store.subjects()) == ["alice"]
+        assert [e["action"] for e in store.audit_log()] == ["add_subject"]
+    finally:
+        server.stop()
+
+
 def test_server_gone_gives_watchlist_error_without_credentials(tmp_path: Path) -> None:
     server = start_valkey(tmp_path / "valkey")
     try:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 import uuid
@@ -65,6 +66,8 @@ from facescreen.watchlist.store import (
     check_embedding,
     check_name,
 )
+
+log = logging.getLogger("facescreen.watchlist.redis")
 
 IndexKind = Literal["FLAT", "HNSW"]
 TAG_SEPARATOR = "\x1f"  # one tag per template: a separator no list name may contain
@@ -98,6 +101,11 @@ def _get(mapping: Mapping[Any, Any], name: str, default: Any = None) -> Any:
 def _escape_tag(value: str) -> str:
     """Backslash every character RediSearch's query syntax could read as an operator."""
     return "".join(ch if ch.isalnum() or ch == "_" else "\\" + ch for ch in value)
+
+
+def _index_missing(exc: redis.ResponseError) -> bool:
+    text = str(exc).lower()
+    return "unknown index" in text or "no such index" in text
 
 
 class _Thresholds(Mapping[str, float]):
@@ -238,7 +246,7 @@ class RedisWatchlistStore:
         try:
             info = self._r.execute_command("FT.INFO", self.index_name)
         except redis.ResponseError as exc:
-            if "unknown index" not in str(exc).lower() and "no such index" not in str(exc).lower():
+            if not _index_missing(exc):
                 raise
             self._create_index()
             return
@@ -358,14 +366,27 @@ class RedisWatchlistStore:
         commands = [("FT.SEARCH", self.index_name, query, "PARAMS", 2,
                      "B", row.astype("<f4").tobytes(), *options) for row in probes]
         with self._errors():
-            if len(commands) == 1:  # the common case: one face, one round trip, no pipeline
-                replies = [self._r.execute_command(*commands[0])]
-            else:
-                pipe = self._r.pipeline(transaction=False)
-                for command in commands:
-                    pipe.execute_command(*command)
-                replies = pipe.execute()
+            try:
+                replies = self._execute(commands)
+            except redis.ResponseError as exc:
+                if not _index_missing(exc):
+                    raise
+                # The server lost its index (restarted without it, or FT.DROPINDEX): build
+                # it again over the stored subject hashes, then ask once more.
+                log.warning("vector index missing, re-creating it",
+                            extra={"fields": {"index": self.index_name}})
+                self._ready = False
+                self._prepare(create=True)
+                replies = self._execute(commands)
         return [self._candidates(reply) for reply in replies]
+
+    def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:  # the common case: one face, one round trip, no pipeline
+            return [self._r.execute_command(*commands[0])]
+        pipe = self._r.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
 
     def _candidates(self, reply: Any) -> list[Candidate]:
         if isinstance(reply, dict):  # RESP3
