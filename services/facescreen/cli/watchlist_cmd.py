@@ -218,15 +218,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                                 gallery_size=size, max_growth=args.max_growth,
                                 embedder=store.embedder)
     except InsufficientImpostorsError as exc:
-        raise CommandError(f"{exc} ({impostors.persons} impostor person folder(s), "
-                           f"{impostors.images} image(s) read)") from None
+        raise CommandError(f"{exc}; {impostors.images} image(s) read") from None
     store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
                         threshold=record["threshold"], calibration=record)
     lo, hi = record["fpir_ci"]
     plo, phi = record["fpir_ci_persons"]
     print(f"{args.watchlist}: threshold {record['threshold']:.4f} for FPIR {args.target_fpir:g} "
-          f"from {record['impostor_decisions']} impostor decisions (tracks of {args.track}; "
-          f"{impostors.persons} person folders, {impostors.faces} faces) against "
+          f"from {record['impostor_decisions']} impostor decisions "
+          f"({record['impostor_decisions'] - impostors.loose_faces} tracks of {args.track} from "
+          f"{impostors.persons} person folders, {impostors.loose_faces} single faces of loose "
+          "images) against "
           f"{size} templates; expected FPIR {record['impostor_alerts']}/"
           f"{record['impostor_decisions']}, 95% CI {lo:.4f}-{hi:.4f} "
           f"(resampling persons: {plo:.4f}-{phi:.4f})")

@@ -45,6 +45,7 @@ class ImpostorSet:
     faces: int  # faces that passed quality (one per image in person folders)
     persons: int  # person folders that gave at least one decision
     short_persons: int  # person folders with fewer than K photos: no decision
+    loose_faces: int  # single-face decisions from images directly in the folder
 
 
 def impostor_images(folder: Path) -> dict[str, list[Path]]:
@@ -62,7 +63,7 @@ def collect_impostors(analyzer: FaceAnalyzer, folder: Path, track_k: int,
     """Analyse the impostor folder and build its decisions (see the module docstring)."""
     vectors: list[FloatArray] = []
     owners: list[str] = []
-    images = faces_used = persons = short = 0
+    images = faces_used = persons = short = loose = 0
     for person, paths in impostor_images(folder).items():
         photos: list[tuple[FloatArray | None, float]] = []
         for path in paths:
@@ -76,6 +77,7 @@ def collect_impostors(analyzer: FaceAnalyzer, folder: Path, track_k: int,
                 vectors.extend(f.embedding for f in usable if f.embedding is not None)
                 owners.extend(str(path) for _ in usable)
                 faces_used += len(usable)
+                loose += len(usable)
                 continue
             best = max(usable, key=lambda f: f.detection.width * f.detection.height,
                        default=None)
@@ -92,7 +94,7 @@ def collect_impostors(analyzer: FaceAnalyzer, folder: Path, track_k: int,
         persons += bool(kept)
         vectors.extend(kept)
         owners.extend(person for _ in kept)
-    return ImpostorSet(vectors, owners, images, faces_used, persons, short)
+    return ImpostorSet(vectors, owners, images, faces_used, persons, short, loose)
 
 
 def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float, *,
@@ -104,9 +106,11 @@ def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float,
     """
     needed = cal.min_decisions(target_fpir)
     if len(impostors.vectors) < needed:  # refuse before searching
+        n, loose = len(impostors.vectors), impostors.loose_faces
         raise cal.InsufficientImpostorsError(
-            f"{len(impostors.vectors)} impostor decisions (tracks of {track_k}) cannot "
-            f"support FPIR {target_fpir:g}: need at least {needed} (10/FPIR)")
+            f"{n} impostor decisions ({n - loose} tracks of {track_k} from "
+            f"{impostors.persons} person folders, {loose} single faces of loose images) "
+            f"cannot support FPIR {target_fpir:g}: need at least {needed} (10/FPIR)")
     top = [r[0].score if r else -1.0 for r in search(np.stack(impostors.vectors), 1)]
     c = cal.calibrate(top, target_fpir)
     scores = np.asarray(top)
@@ -123,7 +127,8 @@ def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float,
                                                     [n for _, n in counts],
                                                     np.random.default_rng(0))),
         "impostor_persons": impostors.persons, "impostor_images": impostors.images,
-        "impostor_faces": impostors.faces, "gallery_size": gallery_size,
+        "impostor_faces": impostors.faces, "loose_faces": impostors.loose_faces,
+        "persons_with_too_few_photos": impostors.short_persons, "gallery_size": gallery_size,
         "subjects": gallery_size, "max_growth": max_growth, "norm": "none",
         "embedder": embedder, "calibrated_at": time.time(),
     }
