@@ -127,3 +127,14 @@ def test_bad_enrolment_values_are_refused_and_nothing_is_written(
         store.add_subject(subject, watchlist, [("a.jpg", 0.9, vector)], actor="op",
                           expires=expires)
     assert store.subjects() == {} and store.audit_log() == []
+
+
+def test_a_change_that_cannot_be_audited_is_not_made(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    before = (tmp_path / "watchlist.json").read_bytes()
+    with read_only(tmp_path / "audit.jsonl"), pytest.raises(WatchlistError,
+                                                             match="nothing changed"):
+        store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
+    assert (tmp_path / "watchlist.json").read_bytes() == before
+    assert sorted(store.subjects()) == ["alice"] and len(store.audit_log()) == 1

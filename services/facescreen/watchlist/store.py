@@ -213,8 +213,24 @@ class LocalWatchlistStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self._load()
             yield state
-            self._save(state)
-            self._audit(actor, action, reason, details)
+            # The change and its audit entry land together or not at all: the audit log
+            # is opened before anything is saved, and a failed append puts the files back.
+            try:
+                audit = (self.data_dir / "audit.jsonl").open("a")
+            except OSError as exc:
+                raise WatchlistError(f"audit log in {self.data_dir} is not writable, nothing "
+                                     f"changed: {exc.strerror}") from None
+            with audit:
+                before = {name: _read_or_none(self.data_dir / name)
+                          for name in ("watchlist.json", "embeddings.npz")}
+                self._save(state)
+                try:
+                    self._append_audit(audit, actor, action, reason, details)
+                except OSError as exc:
+                    for name, data in before.items():
+                        _restore(self.data_dir / name, data)
+                    raise WatchlistError(f"audit entry not written, change undone: "
+                                         f"{exc.strerror}") from None
 
     def _save(self, state: _State) -> None:
         meta = {
@@ -231,10 +247,17 @@ class LocalWatchlistStore:
             raise WatchlistError(f"cannot write to {self.data_dir}: {exc}") from exc
 
     def _audit(self, actor: str, action: str, reason: str, details: dict[str, Any]) -> None:
+        with (self.data_dir / "audit.jsonl").open("a") as fh:
+            self._append_audit(fh, actor, action, reason, details)
+
+    @staticmethod
+    def _append_audit(fh: Any, actor: str, action: str, reason: str,
+                      details: dict[str, Any]) -> None:
         entry = {"time": time.time(), "actor": actor, "action": action, "reason": reason,
                  **details}
-        with (self.data_dir / "audit.jsonl").open("a") as fh:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
     def record(self, *, actor: str, action: str, reason: str = "", **details: Any) -> None:
         """Audit an action that changes no watchlist (a search, a reviewer's verdict)."""
@@ -328,6 +351,21 @@ class LocalWatchlistStore:
                     state.embeddings.pop(image.image_id, None)
                 del state.subjects[sid]
             return gone
+
+
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: Path, data: bytes | None) -> None:
+    """Put a file back as it was (absent if it was absent)."""
+    if data is None:
+        path.unlink(missing_ok=True)
+    else:
+        _atomic_write(path, data, private=path.name == "embeddings.npz")
 
 
 MAX_NAME = 200
