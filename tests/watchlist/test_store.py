@@ -138,3 +138,40 @@ def test_a_change_that_cannot_be_audited_is_not_made(tmp_path: Path) -> None:
         store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
     assert (tmp_path / "watchlist.json").read_bytes() == before
     assert sorted(store.subjects()) == ["alice"] and len(store.audit_log()) == 1
+
+
+def _corrupt_meta(path: Path, change: str) -> None:
+    meta = json.loads((path / "watchlist.json").read_text())
+    if change == "list":
+        (path / "watchlist.json").write_text("[]")
+    elif change == "watchlists-list":
+        (path / "watchlist.json").write_text(json.dumps({**meta, "watchlists": []}))
+    elif change == "empty-npz":
+        (path / "embeddings.npz").write_bytes(b"")
+    elif change == "wrong-dim":
+        np.savez(path / "embeddings.npz", **{
+            i["image_id"]: np.ones(64, np.float32) / 8
+            for s in meta["subjects"].values() for i in s["images"]})
+    elif change == "nan":
+        np.savez(path / "embeddings.npz", **{
+            i["image_id"]: np.full(DIM, np.nan, np.float32)
+            for s in meta["subjects"].values() for i in s["images"]})
+
+
+@pytest.mark.parametrize("change", ["list", "watchlists-list", "empty-npz", "wrong-dim", "nan"])
+def test_each_corruption_is_one_clear_error(tmp_path: Path, change: str) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    _corrupt_meta(tmp_path, change)
+    with pytest.raises(WatchlistError, match="is corrupt"):
+        store.index()
+
+
+@pytest.mark.parametrize("tail", [b'{"time": 1, "act', b"\x00\xff\xfe binary"])
+def test_a_cut_or_binary_audit_log_is_one_clear_error(tmp_path: Path, tail: bytes) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    with (tmp_path / "audit.jsonl").open("ab") as fh:
+        fh.write(tail)
+    with pytest.raises(WatchlistError, match="line 2 is not an audit entry"):
+        store.audit_log()

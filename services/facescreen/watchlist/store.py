@@ -127,6 +127,8 @@ class LocalWatchlistStore:
             return state
         try:
             meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict):
+                raise TypeError(f"{meta_path.name} holds {type(meta).__name__}, not an object")
             if meta.get("format") != FORMAT_VERSION:
                 raise WatchlistError(f"{meta_path}: unsupported format {meta.get('format')!r}")
             state.watchlists = {n: Watchlist(**w) for n, w in meta["watchlists"].items()}
@@ -140,12 +142,19 @@ class LocalWatchlistStore:
                     state.embeddings = {k: np.asarray(npz[k], np.float32) for k in npz.files}
         except WatchlistError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
-            raise WatchlistError(f"data directory {self.data_dir} is corrupt: {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+                zipfile.BadZipFile) as exc:
+            raise WatchlistError(f"data directory {self.data_dir} is corrupt: "
+                                 f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if meta.get("embedder") != self.embedder or meta.get("dim") != self.dim:
             raise WatchlistError(
                 f"{meta_path} was enrolled with embedder {meta.get('embedder')!r} "
                 f"(dim {meta.get('dim')}), not {self.embedder!r} (dim {self.dim}): re-enrol")
+        bad = [k for k, v in state.embeddings.items()
+               if v.shape != (self.dim,) or not np.isfinite(v).all()]
+        if bad:
+            raise WatchlistError(f"data directory {self.data_dir} is corrupt: {len(bad)} "
+                                 f"embedding(s) are not finite vectors of dim {self.dim}")
         missing = [i.image_id for s in state.subjects.values() for i in s.images
                    if i.image_id not in state.embeddings]
         if missing:
@@ -255,6 +264,11 @@ class LocalWatchlistStore:
                       details: dict[str, Any]) -> None:
         entry = {"time": time.time(), "actor": actor, "action": action, "reason": reason,
                  **details}
+        if fh.tell() > 0:  # after a cut last line, start a line of our own
+            with open(fh.name, "rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    fh.write("\n")
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -272,9 +286,19 @@ class LocalWatchlistStore:
         path = self.data_dir / "audit.jsonl"
         if not path.exists():
             return []
-        lines = path.read_text().splitlines()
-        return [{**json.loads(line), "id": str(n)} for n, line in enumerate(lines, 1)
-                if line.strip()]
+        entries = []
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                if not isinstance(entry, dict):
+                    raise ValueError("not an object")
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+                raise WatchlistError(f"{path} line {n} is not an audit entry (cut or "
+                                     "overwritten?): the log needs repair") from None
+            entries.append({**entry, "id": str(n)})
+        return entries
 
     def audit_cursor(self) -> str | None:
         """Id of the last audit entry relayed to the audit topic (None: nothing yet)."""
