@@ -51,8 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     identify.add_argument("--target-fpir", type=float, default=0.01,
                           help="FPIR that --calibrate-half calibrates for (default 0.01)")
     identify.add_argument("--norm", choices=runner.NORMS, default="none",
-                          help="score normalisation: znorm = each template against the "
-                               "calibration half as cohort (needs --calibrate-half)")
+                          help="score normalisation against a cohort, the calibration half's "
+                               "photos (needs --calibrate-half): znorm (s-mu_t)/sigma_t, mean "
+                               "s-mu_t, center = cosine after removing the cohort's mean "
+                               "embedding (default none)")
     identify.add_argument("--min-photos", type=int, default=1, metavar="N",
                           help="leave out subjects with fewer than N photos (default 1)")
     identify.add_argument("--cache-dir", type=Path, default=REPO_ROOT / ".cache" / "eval",

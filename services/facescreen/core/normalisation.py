@@ -10,6 +10,15 @@ template has the same impostor score distribution (to first order) and one thres
 the same false-alert rate for each of them.
 
 The cohort must be people who are not on the list and not the probes being measured.
+`center` is the other scheme measured: subtract the cohort's mean embedding (the direction
+every face shares) from probe and template before the cosine.
+
+Measured on celeba-dev (`eval identify --calibrate-half --norm ...`, five seeds; see
+docs/figures/calibration/) both lose to plain cosine, Z-norm by far: the per-template
+spread is estimated from a few cohort people and its noise outweighs what it corrects, and
+the three-photo regression it was meant to remove comes from one stranger who looks like
+an enrolled subject, which no per-template statistic can separate. So the live search does
+not use them; they stay here, and in the eval, to be measured again on other data.
 """
 
 from __future__ import annotations

@@ -102,9 +102,9 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
     - `calibrate_half`: strangers shuffled by person with `seed` and split in two; the
       threshold for `target_fpir` is set on the first half's decisions and the FPIR measured
       on the second's (Clopper-Pearson 95% interval); FNIR over all mated decisions there.
-    - `norm="znorm"` (needs `calibrate_half`): each template's scores are Z-normalised
-      against the calibration half's single photos (its cohort); the held-apart half is then
-      the only non-mated set measured, also for `fnir_at_fpir`.
+    - `norm` other than "none" (needs `calibrate_half`): scores normalised against the
+      calibration half's single photos as cohort (`core.normalisation`: znorm, mean, center);
+      the held-apart half is then the only non-mated set measured, also for `fnir_at_fpir`.
     `cache` (path -> ImageFaces) lets several runs in one process analyse each photo once;
     `photo_cache` keeps it on disk between processes.
     """
