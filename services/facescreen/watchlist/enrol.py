@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.core.types import Face, FloatArray, ImageBGR
 from facescreen.ingest.images import ImageError, load_image
@@ -78,3 +81,29 @@ def enrol_pictures(analyzer: FaceAnalyzer, pictures: Sequence[tuple[str, ImageBG
     if problems:
         raise EnrolmentError("nothing enrolled:\n  " + "\n  ".join(problems))
     return enrolled
+
+
+def best_frames(analyzer: FaceAnalyzer, video: Path, count: int,
+                step: int = 10) -> list[tuple[str, ImageBGR]]:
+    """The `count` frames of a clip whose single face scores best on enrolment quality,
+    kept apart in time so the template sees more than one moment of the clip."""
+    capture = cv2.VideoCapture(str(video))
+    scored: list[tuple[float, int, ImageBGR]] = []
+    index = 0
+    while True:
+        ok, raw = capture.read()
+        if not ok:
+            break
+        frame = np.asarray(raw, dtype=np.uint8)
+        if index % step == 0:
+            (faces,) = analyzer.analyze([frame], analyzer.config.enrolment)
+            if len(faces) == 1 and faces[0].quality.passed:
+                scored.append((faces[0].quality.score, index, frame))
+        index += 1
+    capture.release()
+    spacing = max(step, index // (2 * max(1, count)))  # spread the picks over the clip
+    chosen: list[tuple[float, int, ImageBGR]] = []
+    for item in sorted(scored, key=lambda s: -s[0]):
+        if len(chosen) < count and all(abs(item[1] - c[1]) >= spacing for c in chosen):
+            chosen.append(item)
+    return [(f"{video.name}#{i}", frame) for _, i, frame in sorted(chosen, key=lambda s: s[1])]
