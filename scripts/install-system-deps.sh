@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs beyond the Python virtualenv: a GStreamer RTSP
 # server (run by tests/ingest/rtsp_server.py under Debian's /usr/bin/python3) that stands in
-# for an IP camera. Idempotent: installs only what `dpkg -s` says is missing, and does
+# for an IP camera, and Chromium for the dashboard's browser tests (driven by PyPI
+# playwright with executable_path=/usr/bin/chromium; no browser download). Idempotent: installs only what `dpkg -s` says is missing, and does
 # nothing at all (no apt-get update) when everything is present.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ PACKAGES=(
   gir1.2-gst-rtsp-server-1.0    # GstRtspServer typelib (pulls in libgstrtspserver)
   gstreamer1.0-plugins-good     # qtdemux, rtph264pay
   gstreamer1.0-plugins-bad      # h264parse
+  chromium                      # headless browser for the dashboard tests
 )
 
 missing=()
