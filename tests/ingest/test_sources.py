@@ -393,3 +393,48 @@ def test_credentials_stay_out_of_logs_and_errors(caplog: pytest.LogCaptureFixtur
     text = str(err.value) + "\n".join(r.getMessage() for r in caplog.records)
     assert "reconnecting" in text and "***@127.0.0.1" in text
     assert "s3cret" not in text and "hush" not in text
+
+
+class SlowAnalyzer:
+    """The real analyzer, made to take at least `seconds` a batch: an overloaded machine."""
+
+    def __init__(self, analyzer: object, seconds: float) -> None:
+        self._analyzer, self._seconds = analyzer, seconds
+        self.config = analyzer.config  # type: ignore[attr-defined]
+
+    def analyze(self, images: list[object]) -> object:
+        started = time.monotonic()
+        out = self._analyzer.analyze(images)  # type: ignore[attr-defined]
+        time.sleep(max(0.0, self._seconds - (time.monotonic() - started)))
+        return out
+
+
+@needs_rtsp
+def test_embedded_live_frames_stay_fresh_under_overload(rtsp_server: RtspServer,
+                                                        analyzer: object) -> None:
+    """A 25 fps camera and analysis capacity of ~4 frames/s: frames are dropped, and what
+    is screened is never older than the age bound (plus one batch's time)."""
+    import asyncio
+    import io
+
+    from facescreen.alerts.events import JsonLinesSink
+    from facescreen.core.matching import GalleryIndex
+    from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
+
+    ages: list[float] = []
+    options = RunOptions(sources=[SourceSpec("cam", rtsp_server.url)], batch_size=2,
+                         queue_size=64, max_frame_age_s=0.5)
+    pipeline = EmbeddedPipeline(
+        SlowAnalyzer(analyzer, 0.5), GalleryIndex.empty(128).search, {},  # type: ignore[arg-type]
+        JsonLinesSink(io.StringIO()), options,
+        on_frame=lambda frame, _d, _a: ages.append(time.time() - frame.timestamp))
+
+    async def run_for(seconds: float) -> None:
+        task = asyncio.create_task(pipeline.run())
+        await asyncio.sleep(seconds)
+        pipeline.stop.set()
+        await task
+
+    asyncio.run(run_for(6.0))
+    assert len(ages) >= 10 and pipeline.stats.dropped > 20
+    assert max(ages) < 0.5 + 0.5 + 0.3  # the bound, one batch of analysis, slack

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "far above the threshold (default: [decision] min_faces, 3)")
     p.add_argument("--batch", type=int, default=4, help="frames analysed together")
     p.add_argument("--max-reconnects", type=int, help="give up on a live source after N tries")
+    p.add_argument("--max-frame-age", type=float, default=2.0,
+                   help="drop live frames older than this many seconds instead of analysing "
+                        "them late (default %(default)s)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     p.add_argument("--allow-empty-watchlist", action="store_true",
                    help="run even though no watchlist exists yet (nothing can alert until one "
@@ -61,6 +64,8 @@ def check_run_args(args: argparse.Namespace) -> None:
         raise CommandError(f"--fps must be > 0, got {args.fps}")
     if args.batch < 1:
         raise CommandError(f"--batch must be >= 1, got {args.batch}")
+    if not 0 < args.max_frame_age < float("inf"):
+        raise CommandError(f"--max-frame-age must be > 0, got {args.max_frame_age}")
     if args.max_reconnects is not None and args.max_reconnects < 0:
         raise CommandError(f"--max-reconnects must be >= 0, got {args.max_reconnects}")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
@@ -140,7 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(sources=specs, batch_size=args.batch, screening=policy,
                          per_source=per_source,
                          snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects,
-                         feedback=feedback)
+                         feedback=feedback, max_frame_age_s=args.max_frame_age)
     pipeline = EmbeddedPipeline(build_analyzer(args), search, thresholds, sink, options)
     try:
         stats = asyncio.run(_run_until_signal(pipeline))

@@ -49,6 +49,7 @@ class RunOptions:
     snapshot_dir: Path | None = None
     max_reconnects: int | None = None
     feedback: LocalFeedbackLog | None = None  # reviewers' verdicts, read about once a second
+    max_frame_age_s: float = 2.0  # live frames older than this are dropped, not analysed
 
 
 @dataclass
@@ -149,14 +150,25 @@ class EmbeddedPipeline:
         self._wake.set()
 
     def _next_batch(self) -> list[Frame]:
-        """Up to batch_size frames, taken round-robin so no source starves another."""
+        """Up to batch_size frames, taken round-robin so no source starves another.
+
+        A live frame older than `max_frame_age_s` is dropped (and counted) rather than
+        analysed: under overload the age of what is screened stays bounded, instead of the
+        backlog making every decision later than the last.
+        """
         batch: list[Frame] = []
+        now = time.time()
         while len(batch) < self.options.batch_size and any(self._pending.values()):
             for name, pending in self._pending.items():
                 if pending and len(batch) < self.options.batch_size:
-                    batch.append(pending.popleft())
+                    frame = pending.popleft()
                     if name in self._slots:
                         self._slots[name].release()
+                    elif now - frame.timestamp > self.options.max_frame_age_s:
+                        FRAMES_DROPPED.labels(name).inc()
+                        self.stats.dropped += 1
+                        continue
+                    batch.append(frame)
         return batch
 
     # -- analysis and screening ------------------------------------------------------------
