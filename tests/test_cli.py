@@ -156,7 +156,8 @@ def test_run_with_corrupt_or_read_only_data_dir(demo_dir: Path, tmp_path: Path,
 
 
 def test_run_with_missing_truncated_and_unreachable_sources(
-        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
     code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
                            f"c={tmp_path / 'nope.mp4'}")
     assert code == 2 and "nope.mp4" in err and "Traceback" not in err
@@ -172,6 +173,12 @@ def test_run_with_missing_truncated_and_unreachable_sources(
     code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
                            "cam=rtsp://127.0.0.1:9/cam", "--max-reconnects", "1")
     assert code == 2 and "gave up" in err and time.perf_counter() - start < 30
+    # one source fails while another is fine: the run goes on and ends normally
+    caplog.clear()
+    code, _, _ = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
+                         "cam=rtsp://127.0.0.1:9/cam", "--source", f"t={truncated}",
+                         "--max-reconnects", "0", "--fps", "1")
+    assert code == 0 and "source cam stopped" in caplog.text
 
 
 def test_ctrl_c_stops_cleanly(demo_dir: Path, tmp_path: Path) -> None:

@@ -152,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         sink.close()
     log.info("done: %s", stats.line())
-    if stats.errors and stats.frames == 0:
+    if stats.errors and (stats.frames == 0 or len(stats.errors) >= len(specs)):
+        # every source failed (some may have delivered frames before they did)
         raise CommandError("; ".join(stats.errors))
     return 0
 
