@@ -73,6 +73,32 @@ class QualityPolicy:
     max_brightness: float = 0.90
 
 
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Which CPU runtime runs the two models, and at what precision (`[inference]`).
+
+    `auto` lets the analyzer pick by the CPU's capabilities (see `analyzer.runtime`): the
+    fastest choice that passes the parity gates on that kind of CPU. `int8` needs the
+    quantised models that `facescreen models build` makes beside the fp32 ones.
+    """
+
+    runtime: str = "auto"
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"inference.runtime must be one of {RUNTIMES}, got {self.runtime!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"inference.precision must be one of {PRECISIONS}, "
+                             f"got {self.precision!r}")
+        if self.runtime == "onnxruntime" and self.precision == "bf16":
+            raise ValueError("inference.precision bf16 needs runtime openvino (or auto)")
+
+
 ENROLMENT_POLICY = QualityPolicy(
     min_detector_score=0.8, min_inter_ocular_px=32.0, max_abs_yaw_deg=25.0,
     max_abs_pitch_deg=25.0, max_abs_roll_deg=25.0, min_sharpness=0.15,
@@ -94,6 +120,7 @@ class PipelineConfig:
     decision: ScreeningPolicy = field(default_factory=ScreeningPolicy)
     tracking: TrackerPolicy = field(default_factory=TrackerPolicy)
     cameras: Mapping[str, ScreeningPolicy] = field(default_factory=dict)  # per-camera policy
+    inference: InferenceSpec = field(default_factory=InferenceSpec)  # CPU runtime, precision
 
     def screening_policy(self, camera: str | None = None) -> ScreeningPolicy:
         """The camera's own `[cameras.NAME.decision]`/`[cameras.NAME.tracking]` over the
@@ -113,7 +140,8 @@ class PipelineConfig:
         if unknown:
             raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
         parts: dict[str, Any] = {}
-        for section in ("detector", "embedder", "screening", "enrolment", "decision", "tracking"):
+        for section in ("detector", "embedder", "screening", "enrolment", "decision", "tracking",
+                        "inference"):
             current = getattr(base, section)
             values = data.get(section, {})
             if section == "decision" and "tracker" in values:
