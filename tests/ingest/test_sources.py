@@ -82,7 +82,12 @@ def test_parse_source_forms() -> None:
 def test_credentials_never_shown() -> None:
     uri = "rtsp://admin:s3cret@10.0.0.5:554/stream?token=abc&channel=1"
     assert "s3cret" not in mask_uri(uri) and "abc" not in mask_uri(uri)
-    assert mask_uri(uri) == "rtsp://***@10.0.0.5:554/stream?token=***&channel=1"
+    assert mask_uri(uri) == "rtsp://***@10.0.0.5:554/stream?token=***&channel=***"
+    for tricky in ("rtsp://admin:p@ss@cam/x", "http://cam/x?access_token=abc",
+                   "http://cam/x?a=1&sig=abc", "http://cam/x?X-Api-Key=abc;b=2",
+                   "https://u:pw@@cam/x?q=abc#frag"):
+        masked = mask_uri(tricky)
+        assert "abc" not in masked and "ss@" not in masked and "pw" not in masked, masked
     spec = parse_source(f"gate={uri}")
     assert "s3cret" not in repr(spec) and "s3cret" not in repr(FrameSource(spec))
 

@@ -44,10 +44,10 @@ SOURCE_RECONNECTS = Counter(
 
 _LIVE_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
-_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:password|passwd|pwd|pass|token|auth|key|secret|apikey|api_key)=)[^&;#]*"
-)
+# Userinfo runs to the LAST '@' before the path (a password may itself hold '@').
+_USERINFO = re.compile(r"(?<=://)[^/\s]*@")
+# Every query value: camera vendors name their secrets freely (access_token, sig, X-Api-Key...).
+_QUERY_VALUE = re.compile(r"([?&;][^=&;#\s]+=)[^&;#\s]*")
 
 
 class SourceError(RuntimeError):
@@ -55,8 +55,12 @@ class SourceError(RuntimeError):
 
 
 def mask_uri(uri: str) -> str:
-    """The URI fit for logs and errors: `user:pass@` and secret query values become `***`."""
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub("***@", uri))
+    """The URI fit for logs and errors: any `user:pass@` and every query value become `***`.
+
+    >>> mask_uri("rtsp://admin:p@ss@cam/live?channel=1&sig=abc")
+    'rtsp://***@cam/live?channel=***&sig=***'
+    """
+    return _QUERY_VALUE.sub(r"\1***", _USERINFO.sub("***@", uri))
 
 
 @dataclass(frozen=True, repr=False)
