@@ -251,3 +251,16 @@ def test_run_refuses_a_metrics_port_in_use(demo_dir: Path,
         code, _, err = run_cli(capsys, "run", "--data-dir", str(demo_dir), "--source",
                                f"c={clip}", "--metrics-port", str(port))
     assert code == 2 and f"--metrics-port {port}" in err and "Traceback" not in err
+
+
+def test_store_url_from_env_or_file_errors_are_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FS_NO_SUCH_URL", raising=False)
+    code, _, err = run_cli(capsys, "watchlist", "list", "--store", "env:FS_NO_SUCH_URL")
+    assert code == 2 and "FS_NO_SUCH_URL: that environment variable is not set" in err
+    code, _, err = run_cli(capsys, "watchlist", "list", "--store", f"file:{tmp_path}/none")
+    assert code == 2 and "No such file" in err
+    (tmp_path / "empty").write_text("\n")
+    code, _, err = run_cli(capsys, "watchlist", "list", "--store", f"file:{tmp_path}/empty")
+    assert code == 2 and "is empty" in err

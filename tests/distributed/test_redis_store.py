@@ -318,3 +318,17 @@ def test_cli_add_list_calibrate_remove_with_store(
     assert events[0]["actor"] == "tester" and events[2]["reason"] == "done"
     assert main(["watchlist", "remove", *store, "--subject", "audrey"]) == 2
     assert "unknown subject 'audrey'" in capsys.readouterr().err
+
+
+def test_store_url_from_a_file_or_the_environment(redis_url: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL (and its password) can stay off the command line, where `ps` shows it."""
+    (tmp_path / "store-url").write_text(redis_url + "\n")
+    assert main(["watchlist", "set", "--store", f"file:{tmp_path / 'store-url'}",
+                 "--watchlist", "vip", "--threshold", "0.9"]) == 0
+    monkeypatch.setenv("FS_STORE_URL", redis_url)
+    capsys.readouterr()
+    assert main(["watchlist", "list", "--store", "env:FS_STORE_URL", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing["watchlists"]["vip"]["threshold"] == pytest.approx(0.9)

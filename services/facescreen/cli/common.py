@@ -39,7 +39,8 @@ def add_store_args(parser: argparse.ArgumentParser, *, remote: bool = False) -> 
     where.add_argument("--data-dir", type=Path, help="watchlist data directory")
     where.add_argument("--store", metavar="URL",
                        help="Redis with vector search: redis://host:port/db, or rediss://"
-                            "user:password@host:port/db for TLS (instead of --data-dir)")
+                            "user:password@host:port/db for TLS (instead of --data-dir); "
+                            "env:NAME or file:PATH keeps a password off the command line")
 
 
 def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
@@ -74,7 +75,8 @@ def open_store(args: argparse.Namespace, *, remote: Literal[True]) -> WatchlistS
 def open_store(args: argparse.Namespace, *, remote: bool = False) -> WatchlistStore:
     """The data directory's store, or with `remote` and `--store` the Redis one."""
     config = pipeline_config(args)
-    url = getattr(args, "store", None) if remote else None
+    given = getattr(args, "store", None) if remote else None
+    url = None if given is None else secret_value(given, "--store")
     if url is None:
         return LocalWatchlistStore(args.data_dir, embedder=config.embedder.name,
                                    dim=config.embedder.dim)
@@ -82,6 +84,26 @@ def open_store(args: argparse.Namespace, *, remote: bool = False) -> WatchlistSt
 
     return RedisWatchlistStore(url, embedder=config.embedder.name, dim=config.embedder.dim,
                                index_kind=_index_kind())
+
+
+def secret_value(text: str, flag: str) -> str:
+    """A value that may hold a credential, given so that it stays off the command line
+    (`ps` shows every argument): `env:NAME` reads the environment, `file:PATH` the first
+    line of a file; anything else is the value itself."""
+    if text.startswith("env:"):
+        value = os.environ.get(text[4:])
+        if not value:
+            raise CommandError(f"{flag} env:{text[4:]}: that environment variable is not set")
+        return value
+    if text.startswith("file:"):
+        try:
+            lines = Path(text[5:]).read_text().splitlines()
+        except OSError as exc:
+            raise CommandError(f"{flag} file:{text[5:]}: {exc.strerror}") from None
+        if not lines or not lines[0].strip():
+            raise CommandError(f"{flag} file:{text[5:]} is empty")
+        return lines[0].strip()
+    return text
 
 
 def _index_kind() -> Literal["FLAT", "HNSW"]:
