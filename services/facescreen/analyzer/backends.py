@@ -1,11 +1,12 @@
 """Inference adapters: the analyzer asks for raw model outputs through this narrow seam.
 
-The embedded mode runs ONNX Runtime in process; the distributed mode puts a Triton client
-behind the same two methods.
+The embedded mode runs ONNX Runtime or OpenVINO in process (`analyzer.runtime` picks one);
+the distributed mode puts a Triton client behind the same two methods.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,27 @@ class InferenceBackend(Protocol):
     def embed(self, batch: FloatArray) -> FloatArray: ...
 
 
+@dataclass(frozen=True)
+class ModelPaths:
+    """The two ONNX files a CPU backend loads (fp32 by default, or their int8 siblings)."""
+
+    detector: Path
+    embedder: Path
+
+    @classmethod
+    def fp32(cls, detector: DetectorSpec, embedder: EmbedderSpec, root: Path) -> ModelPaths:
+        return cls(root / detector.model, root / embedder.model)
+
+    @classmethod
+    def int8(cls, detector: DetectorSpec, embedder: EmbedderSpec, root: Path) -> ModelPaths:
+        """`model.onnx` -> `model.int8.onnx` beside it (made by `facescreen models build`)."""
+        return cls(int8_path(root / detector.model), int8_path(root / embedder.model))
+
+
+def int8_path(fp32: Path) -> Path:
+    return fp32.with_name(fp32.stem + ".int8.onnx")
+
+
 def _session(path: Path, threads: int) -> ort.InferenceSession:
     if not path.exists():
         raise ModelMissingError(f"model file {path} is missing: run `facescreen models build`")
@@ -42,9 +64,10 @@ class OnnxRuntimeBackend:
     """Both models in this process, on the CPU."""
 
     def __init__(self, detector: DetectorSpec, embedder: EmbedderSpec, root: Path,
-                 threads: int = 2) -> None:
-        self._det = _session(root / detector.model, threads)
-        self._emb = _session(root / embedder.model, threads)
+                 threads: int = 2, *, paths: ModelPaths | None = None) -> None:
+        paths = paths or ModelPaths.fp32(detector, embedder, root)
+        self._det = _session(paths.detector, threads)
+        self._emb = _session(paths.embedder, threads)
         self._det_input = detector.input_name
         self._det_outputs = [o.name for o in self._det.get_outputs()]
         self._emb_input = embedder.input_name
