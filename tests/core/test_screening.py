@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from facescreen.alerts.events import alert_to_event, validator
+from facescreen.config.pipeline import load_pipeline_config
 from facescreen.core.alerting import Alert
 from facescreen.core.alignment import l2_normalise
 from facescreen.core.feedback import Feedback
 from facescreen.core.matching import GalleryIndex
 from facescreen.core.screening import ScreeningPolicy, SourceScreener
-from facescreen.core.specs import PipelineConfig
 from facescreen.core.types import Detection, Face, Quality
 
 DIM = 16
@@ -170,7 +170,7 @@ def test_decision_and_tracking_come_from_the_config_file(tmp_path: Path) -> None
     path.write_text("[decision]\nmin_faces = 5\ncooldown_s = 3\n[tracking]\nmin_hits = 2\n"
                     "[cameras.gate.decision]\nmin_faces = 1\n"
                     "[cameras.gate.tracking]\nmax_lost_s = 0.5\n")
-    config = PipelineConfig.from_toml(path)
+    config = load_pipeline_config(path)
     policy = config.screening_policy()
     assert (policy.min_faces, policy.cooldown_s, policy.tracker.min_hits) == (5, 3.0, 2)
     gate = config.screening_policy("gate")  # the camera's table over the pipeline's
@@ -183,4 +183,4 @@ def test_decision_and_tracking_come_from_the_config_file(tmp_path: Path) -> None
                          ("[cameras.gate.screening]\nmin_brightness = 0\n", "only")]:
         path.write_text(bad)
         with pytest.raises(ValueError, match=message):
-            PipelineConfig.from_toml(path)
+            load_pipeline_config(path)

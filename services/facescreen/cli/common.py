@@ -10,6 +10,7 @@ from typing import Literal, overload
 
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
+from facescreen.config.pipeline import ConfigError, load_pipeline_config
 from facescreen.core.specs import PipelineConfig
 from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
@@ -49,9 +50,9 @@ def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
     if not args.config.exists():
         raise CommandError(f"config file {args.config} does not exist")
     try:
-        return PipelineConfig.from_toml(args.config)
-    except (ValueError, TypeError) as exc:
-        raise CommandError(f"bad config {args.config}: {exc}") from exc
+        return load_pipeline_config(args.config)
+    except ConfigError as exc:
+        raise CommandError(f"bad config: {exc}") from None
 
 
 def build_analyzer(args: argparse.Namespace) -> FaceAnalyzer:

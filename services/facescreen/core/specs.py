@@ -6,11 +6,8 @@ fields in a TOML file; the code reads nothing model-specific from anywhere else.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
 
 from facescreen.core.screening import ScreeningPolicy
 from facescreen.core.tracking import TrackerPolicy
@@ -25,6 +22,15 @@ ARCFACE_112_TEMPLATE: tuple[tuple[float, float], ...] = (
     (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
     (70.7299, 92.2041),
 )
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_colour(colour: str, where: str) -> None:
+    _check(colour in ("RGB", "BGR"), f"{where}.colour must be RGB or BGR, got {colour!r}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,17 @@ class DetectorSpec:
     score_threshold: float = 0.5
     nms_iou: float = 0.3
 
+    def __post_init__(self) -> None:
+        _check_colour(self.colour, "detector")
+        _check(self.size_multiple >= 1, f"detector.size_multiple must be >= 1, got "
+               f"{self.size_multiple}")
+        _check(self.max_side >= self.size_multiple, f"detector.max_side must be >= "
+               f"size_multiple ({self.size_multiple}), got {self.max_side}")
+        _check(0 < self.score_threshold < 1, f"detector.score_threshold must be in (0, 1), "
+               f"got {self.score_threshold}")
+        _check(0 < self.nms_iou <= 1, f"detector.nms_iou must be in (0, 1], got {self.nms_iou}")
+        _check(all(v > 0 for v in self.std), f"detector.std must be > 0, got {self.std}")
+
 
 @dataclass(frozen=True)
 class EmbedderSpec:
@@ -58,6 +75,15 @@ class EmbedderSpec:
     dim: int = 128
     name: str = "dlib-resnet29-128"
 
+    def __post_init__(self) -> None:
+        _check_colour(self.colour, "embedder")
+        _check(16 <= self.size <= 1024, f"embedder.size must be in 16..1024, got {self.size}")
+        _check(1 <= self.dim <= 4096, f"embedder.dim must be in 1..4096, got {self.dim}")
+        _check(len(self.template) == 5 and all(len(p) == 2 for p in self.template),
+               "embedder.template must be five [x, y] points")
+        _check(all(v > 0 for v in self.std), f"embedder.std must be > 0, got {self.std}")
+        _check(bool(self.name.strip()), "embedder.name must not be empty")
+
 
 @dataclass(frozen=True)
 class QualityPolicy:
@@ -71,6 +97,17 @@ class QualityPolicy:
     min_sharpness: float = 0.10
     min_brightness: float = 0.15
     max_brightness: float = 0.90
+
+    def __post_init__(self) -> None:
+        for name in ("min_detector_score", "min_sharpness", "min_brightness", "max_brightness"):
+            value = getattr(self, name)
+            _check(0 <= value <= 1, f"quality {name} must be in [0, 1], got {value}")
+        for name in ("max_abs_yaw_deg", "max_abs_pitch_deg", "max_abs_roll_deg"):
+            value = getattr(self, name)
+            _check(0 < value <= 90, f"quality {name} must be in (0, 90], got {value}")
+        _check(self.min_inter_ocular_px >= 0, "quality min_inter_ocular_px must be >= 0")
+        _check(self.min_brightness < self.max_brightness,
+               "quality min_brightness must be below max_brightness")
 
 
 RUNTIMES = ("auto", "onnxruntime", "openvino")
@@ -128,41 +165,3 @@ class PipelineConfig:
         if camera is not None and camera in self.cameras:
             return self.cameras[camera]
         return replace(self.decision, tracker=self.tracking)
-
-    @classmethod
-    def from_toml(cls, path: Path) -> PipelineConfig:
-        """Read `[detector]`, `[embedder]`, `[screening]`, `[enrolment]`, `[decision]`,
-        `[tracking]` and per-camera `[cameras.NAME.decision|tracking]` over the defaults."""
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-        base = cls()
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown section(s) {sorted(unknown)}")
-        parts: dict[str, Any] = {}
-        for section in ("detector", "embedder", "screening", "enrolment", "decision", "tracking",
-                        "inference"):
-            current = getattr(base, section)
-            values = data.get(section, {})
-            if section == "decision" and "tracker" in values:
-                raise ValueError(f"{path}[decision]: tracking settings go in [tracking]")
-            parts[section] = _override(current, values, f"{path}[{section}]")
-        parts["cameras"] = {}
-        for camera, tables in data.get("cameras", {}).items():
-            where = f"{path}[cameras.{camera}]"
-            if not isinstance(tables, dict) or set(tables) - {"decision", "tracking"}:
-                raise ValueError(f"{where}: only [decision] and [tracking] tables go here")
-            decision = _override(parts["decision"], tables.get("decision", {}), where)
-            tracking = _override(parts["tracking"], tables.get("tracking", {}), where)
-            parts["cameras"][camera] = replace(decision, tracker=tracking)
-        return cls(**parts)
-
-
-def _override(obj: Any, values: dict[str, Any], where: str) -> Any:
-    known = {f.name: f for f in fields(obj)}
-    bad = set(values) - set(known)
-    if bad:
-        raise ValueError(f"{where}: unknown key(s) {sorted(bad)}")
-    fixed = {k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list)
-             else v for k, v in values.items()}
-    return replace(obj, **fixed)
