@@ -95,6 +95,7 @@ class DeliveryOutcome:
     last_error: str | None = None
     next_attempt_at: float | None = None
     http_status: int | None = None
+    id: int | None = None  # the recorder's key for it (the store's row id)
 
     @property
     def idempotency_key(self) -> str:
@@ -102,19 +103,36 @@ class DeliveryOutcome:
 
 
 class DeliveryRecorder(Protocol):
-    """Keeps the state of deliveries; called at the start, after each failed attempt and at the end."""
+    """Keeps the state of deliveries, keyed by (alert_id, revision, route)."""
 
-    def record(self, outcome: DeliveryOutcome) -> None: ...
+    def begin(self, outcome: DeliveryOutcome) -> DeliveryOutcome:
+        """Register a delivery about to start; returns the state already recorded for its
+        key if there is one (a redelivered event: maybe delivered already, or part-tried)."""
+        ...
+
+    def record(self, outcome: DeliveryOutcome) -> None:
+        """Keep the state after a failed attempt and at the end."""
+        ...
 
 
 @dataclass
 class MemoryRecorder:
-    """A recorder that keeps every recorded state in order (embedded default, tests)."""
+    """Deliveries in memory, with every recorded state in order (embedded default, tests)."""
 
     history: list[DeliveryOutcome] = field(default_factory=list)
+    latest: dict[str, DeliveryOutcome] = field(default_factory=dict)
+
+    def begin(self, outcome: DeliveryOutcome) -> DeliveryOutcome:
+        key = f"{outcome.idempotency_key}:{outcome.route}"
+        known = self.latest.get(key)
+        if known is not None:
+            return replace(known)
+        self.record(outcome)
+        return outcome
 
     def record(self, outcome: DeliveryOutcome) -> None:
         self.history.append(replace(outcome))
+        self.latest[f"{outcome.idempotency_key}:{outcome.route}"] = replace(outcome)
 
 
 class _RetryableError(Exception):
@@ -170,19 +188,24 @@ class WebhookSender:
         route = self.routes.get(str(event["watchlist"]))
         if route is None:
             return None
-        outcome = DeliveryOutcome(alert_id=str(event["alert_id"]), revision=int(event["revision"]),
-                                  route=route.watchlist, url=route.url, created_at=self._clock())
-        self.recorder.record(outcome)
+        outcome = self.recorder.begin(DeliveryOutcome(
+            alert_id=str(event["alert_id"]), revision=int(event["revision"]), route=route.watchlist,
+            url=route.url, created_at=self._clock()))
+        if outcome.status != "pending":
+            return outcome  # already delivered (or dead): never sent twice from here
         body = encode_body(event)
         attempts = route.max_attempts or self._max_attempts
+        done = outcome.attempts  # a resumed delivery has fewer attempts left
         retrying = Retrying(
-            stop=stop_after_attempt(attempts), wait=self._wait, sleep=self._sleep,
+            stop=stop_after_attempt(max(1, attempts - done)), wait=self._wait, sleep=self._sleep,
             retry=retry_if_exception_type(_RetryableError), reraise=True,
             before_sleep=lambda state: self._failed(outcome, state, attempts))
         try:
+            if done >= attempts:
+                raise _RetryableError(outcome.last_error or "no attempts left")
             for attempt in retrying:
                 with attempt:
-                    outcome.attempts = attempt.retry_state.attempt_number
+                    outcome.attempts = done + attempt.retry_state.attempt_number
                     self._attempt(route, outcome, body)
         except (_RetryableError, _RefusedError) as exc:
             outcome.status, outcome.last_error, outcome.http_status = "dead", exc.error, exc.status
@@ -235,5 +258,5 @@ class WebhookSender:
         outcome.next_attempt_at = self._clock() + wait
         self.recorder.record(outcome)
         log.warning("webhook attempt %d/%d failed: alert %s rev %d route %s: %s; retry in %.2fs",
-                    state.attempt_number, attempts, outcome.alert_id, outcome.revision, outcome.route,
+                    outcome.attempts, attempts, outcome.alert_id, outcome.revision, outcome.route,
                     error, wait)
