@@ -12,6 +12,7 @@ import argparse
 import json
 
 from facescreen.alerts.feedback import FeedbackError, LocalFeedbackLog, feedback_to_doc, new_feedback
+from facescreen.cli import alert_store_cmd
 from facescreen.cli.common import CommandError, actor, add_model_args, add_store_args, open_store
 
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rej.add_argument("--camera", help="distributed: the alert's source (the topic key)")
     rej.add_argument("--topic-prefix", default="", help="distributed: as the services use")
     rej.set_defaults(handler=cmd_reject)
+    alert_store_cmd.register_purge(cmds)
 
 
 def cmd_reject(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from facescreen.analyzer.backends import ModelMissingError
 from facescreen.cli import (
+    alert_store_cmd,
     alerts_cmd,
     demo_cmd,
     eval_cmd,
@@ -16,6 +17,7 @@ from facescreen.cli import (
     run_cmd,
     services_cmd,
     stack_cmd,
+    tokens_cmd,
     watchlist_cmd,
 )
 from facescreen.cli.common import CommandError
@@ -41,6 +43,8 @@ def parser() -> argparse.ArgumentParser:
     demo_cmd.register(sub)
     services_cmd.register(sub)
     stack_cmd.register(sub)
+    alert_store_cmd.register(sub)
+    tokens_cmd.register(sub)
     return p
 
 
