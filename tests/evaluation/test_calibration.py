@@ -122,3 +122,85 @@ def test_centering_removes_the_shared_direction() -> None:
     centred = center(faces, cohort_mean(faces))
     assert abs(float(np.mean(centred[:50] @ centred[50:].T))) < 0.1
     np.testing.assert_allclose(np.linalg.norm(centred, axis=1), 1.0, atol=1e-5)
+
+
+def _look_alike_set(persons: int = 18, each: int = 100) -> tuple[np.ndarray, list[str]]:
+    """Impostor decisions where person 0 looks like someone on the list: their scores sit
+    well above everybody else's, so they give most alerts at the point threshold."""
+    rng = np.random.default_rng(11)
+    scores = rng.normal(0.8, 0.05, persons * each)
+    scores[:each] += 0.15
+    return scores, [f"p{i}" for i in range(persons) for _ in range(each)]
+
+
+def test_upper_rule_is_above_point_when_one_person_gives_the_alerts() -> None:
+    scores, persons = _look_alike_set()
+    point = cal.calibrate(scores, 0.01, persons=persons)
+    upper = cal.calibrate(scores, 0.01, rule="upper", persons=persons)
+    assert (point.rule, upper.rule, point.persons) == ("point", "upper", 18)
+    over = scores >= point.threshold
+    assert point.alerts == 18 and over[:100].sum() >= 12  # the look-alike's alerts
+    assert point.fpir_upper is not None and point.fpir_upper > 0.02  # the promise is shaky
+    assert upper.threshold > point.threshold and upper.alerts < point.alerts
+    assert upper.fpir_upper is not None and upper.fpir_upper <= 0.01
+    # The lowest such threshold: one candidate lower (just above the next score down) fails.
+    below = np.sort(np.unique(scores.astype(np.float32)))
+    below = below[below < np.float32(upper.threshold)]
+    boot = cal.PersonBootstrap(scores, persons)
+    assert boot.upper(float(np.nextafter(below[-2], np.float32(np.inf)))) > 0.01
+
+
+def test_upper_and_point_converge_with_many_independent_persons() -> None:
+    """With independent persons the bound tightens as 1/sqrt(n): the upper rule's observed
+    FPIR approaches the point rule's (the target) as persons are added."""
+    ratios = []
+    for n in (500, 2000, 8000):
+        scores = np.random.default_rng(n).normal(0.8, 0.05, 2 * n)
+        persons = [f"p{i // 2}" for i in range(2 * n)]
+        point = cal.calibrate(scores, 0.01, persons=persons)
+        upper = cal.calibrate(scores, 0.01, rule="upper", persons=persons)
+        assert upper.threshold >= point.threshold and point.alerts == int(0.01 * 2 * n)
+        ratios.append(upper.alerts / point.alerts)
+    assert ratios[0] < ratios[1] < ratios[2] and ratios[2] > 0.8
+    assert ratios[0] < 0.65  # 500 persons: the bound still costs much of the target
+
+
+def test_upper_rule_equals_point_when_every_person_is_alike() -> None:
+    """Persons with identical decisions: every resample is the sample, no uncertainty."""
+    one = np.linspace(0.5, 0.99, 100)
+    scores = np.tile(one, 20)
+    persons = [f"p{i}" for i in range(20) for _ in range(100)]
+    point = cal.calibrate(scores, 0.01, persons=persons)
+    upper = cal.calibrate(scores, 0.01, rule="upper", persons=persons)
+    assert upper.threshold == point.threshold and upper.fpir_upper == pytest.approx(0.01)
+
+
+def test_bisection_finds_the_lowest_qualifying_threshold() -> None:
+    """Against every candidate in turn (the bound falls with the threshold, so bisection
+    must agree with a linear scan)."""
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.normal(0.8, 0.05, 300), 3)  # ties on purpose
+    persons = [f"p{int(i)}" for i in rng.integers(0, 12, 300)]
+    boot = cal.PersonBootstrap(scores, persons, reps=400)
+    candidates = np.nextafter(np.unique(scores.astype(np.float32)), np.float32(np.inf))
+    bounds = [boot.upper(float(c)) for c in candidates]
+    assert all(a >= b for a, b in itertools.pairwise(bounds))
+    for target in (0.01, 0.05, 0.2):
+        first = next(c for c, b in zip(candidates, bounds, strict=True) if b <= target)
+        assert boot.lowest_threshold(target) == float(first)
+    # Fixed a priori and repeatable: the same impostors, the same threshold.
+    again = cal.PersonBootstrap(scores, persons, reps=400)
+    assert again.lowest_threshold(0.05) == boot.lowest_threshold(0.05)
+    assert (cal.UPPER_REPS, cal.UPPER_CONFIDENCE, cal.UPPER_SEED) == (2000, 0.95, 0)
+
+
+def test_rule_needs_persons_and_a_known_name() -> None:
+    scores = np.random.default_rng(0).normal(0.8, 0.05, 1000)
+    with pytest.raises(ValueError, match="needs the person"):
+        cal.calibrate(scores, 0.01, rule="upper")
+    with pytest.raises(ValueError, match="rule must be one of"):
+        cal.calibrate(scores, 0.01, rule="median", persons=["a"] * 1000)
+    with pytest.raises(ValueError, match="one person per"):
+        cal.PersonBootstrap(scores, ["a"] * 10)
+    plain = cal.calibrate(scores, 0.01)
+    assert plain.rule == "point" and plain.fpir_upper is None and plain.persons is None

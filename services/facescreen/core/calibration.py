@@ -15,6 +15,14 @@ operator is promised is computed exactly as it is measured:
 Decisions of one person (several photos, combinations of them) are correlated, so the
 binomial interval, which assumes independent decisions, is optimistic; `person_interval`
 resamples persons instead, and the number of impostor persons is reported beside both.
+
+Two rules set the threshold (`RULES`): "point" is the lowest threshold whose observed FPIR
+is at most the target; "upper" the lowest whose one-sided 95% upper confidence bound, from a
+bootstrap over impostor *persons*, is at most the target (and never below "point"). With
+few impostor persons one look-alike can carry most false alerts; the point rule then
+promises a rate that the next set of strangers misses, the upper rule pays for that
+uncertainty with a higher threshold. Its constants (`UPPER_REPS`, `UPPER_CONFIDENCE`,
+`UPPER_SEED`) were fixed before any measurement, not tuned.
 """
 
 from __future__ import annotations
@@ -22,16 +30,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import beta
 
 from facescreen.core.matching import threshold_for_fpir, vote_template
 from facescreen.core.types import FloatArray
 
+Scores = npt.NDArray[np.floating[Any]] | Sequence[float]  # best scores, float32 or float64
+
 MIN_EXPECTED_ALERTS = 10  # the 10/FPIR rule: this many false alerts expected at the target
 DEFAULT_MAX_GROWTH = 0.2  # a calibration is stale once the gallery grew by more than this share
+RULES = ("point", "upper")
+# The "upper" rule's bootstrap, fixed a priori (conventional values, never tuned to data):
+UPPER_REPS = 2000  # resamples of the impostor persons
+UPPER_CONFIDENCE = 0.95  # one-sided: the bound is the 95th percentile of resampled FPIRs
+UPPER_SEED = 0  # a fixed seed: the same impostors always give the same threshold
 
 
 class InsufficientImpostorsError(ValueError):
@@ -84,6 +100,62 @@ def person_interval(alerts: Sequence[int], decisions: Sequence[int], rng: np.ran
     return float(low), float(high)
 
 
+class PersonBootstrap:
+    """Resampled impostor persons, drawn once, to bound the FPIR at any threshold.
+
+    Each of `UPPER_REPS` replicates draws as many persons as there are, with replacement
+    (multinomial counts per person); a replicate's FPIR is its alerts over its decisions
+    (a person drawn twice counts twice). For one set of draws every replicate's FPIR only
+    falls as the threshold rises, so their percentile does too: `lowest_threshold` can
+    search the candidate thresholds by bisection.
+    """
+
+    def __init__(self, scores: Scores, persons: Sequence[str], *,
+                 reps: int = UPPER_REPS, confidence: float = UPPER_CONFIDENCE,
+                 seed: int = UPPER_SEED) -> None:
+        # float32, as `threshold_for_fpir` compares: both rules pick from the same thresholds.
+        self.scores = np.asarray(scores, np.float32).reshape(-1)
+        if self.scores.size == 0 or len(persons) != self.scores.size:
+            raise ValueError("need one person per impostor decision, some decisions")
+        if not 0.5 <= confidence < 1.0 or reps < 1:
+            raise ValueError(f"need 0.5 <= confidence < 1 and reps >= 1, got {confidence}, {reps}")
+        names, self.owner = np.unique(np.asarray([str(p) for p in persons]),
+                                      return_inverse=True)
+        self.persons = int(names.size)
+        self.confidence = confidence
+        rng = np.random.default_rng(seed)
+        # float32 counts (reps x persons x 4 bytes: 80 MB for 10,000 persons); sums of
+        # integer counts stay exact in float32 below 2**24 decisions.
+        self.weights = rng.multinomial(self.persons, np.full(self.persons, 1.0 / self.persons),
+                                       size=reps).astype(np.float32)
+        self.totals = self.weights @ np.bincount(
+            self.owner, minlength=self.persons).astype(np.float32)
+
+    def upper(self, threshold: float) -> float:
+        """One-sided upper confidence bound of the FPIR at `threshold` (alert: score >= it)."""
+        alerts = np.bincount(self.owner[self.scores >= np.float32(threshold)],
+                             minlength=self.persons).astype(np.float32)
+        rates = (self.weights @ alerts).astype(np.float64) / self.totals
+        return float(np.quantile(rates, self.confidence))
+
+    def lowest_threshold(self, target_fpir: float) -> float:
+        """The lowest threshold whose upper bound is at most `target_fpir`.
+
+        Candidates are the float32 values just above each distinct score (the thresholds
+        `threshold_for_fpir` also picks from); just above the highest, nothing alerts and
+        the bound is 0, so there is always one.
+        """
+        above = np.nextafter(np.unique(self.scores), np.float32(np.inf))
+        lo, hi = 0, above.size - 1  # the answer is in [lo, hi]; hi always qualifies
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.upper(float(above[mid])) <= target_fpir:
+                hi = mid
+            else:
+                lo = mid + 1
+        return float(above[lo])
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A threshold set from impostor decisions and what it promises."""
@@ -94,20 +166,32 @@ class Calibration:
     alerts: int  # of those, how many reach the threshold
     fpir_ci: tuple[float, float]  # Clopper-Pearson 95% interval of the FPIR, from alerts/decisions
     sufficient: bool  # decisions >= min_decisions(target_fpir)
+    rule: str = "point"
+    # One-sided 95% bound of the FPIR at `threshold`, resampling persons (None: no persons given)
+    fpir_upper: float | None = None
+    persons: int | None = None  # impostor persons the decisions came from
 
     @property
     def fpir(self) -> float:
         return self.alerts / self.decisions
 
 
-def calibrate(impostor_scores: FloatArray | Sequence[float], target_fpir: float, *,
-              require_enough: bool = True) -> Calibration:
+def calibrate(impostor_scores: Scores, target_fpir: float, *,
+              require_enough: bool = True, rule: str = "point",
+              persons: Sequence[str] | None = None) -> Calibration:
     """The threshold for `target_fpir` from impostor decisions' best scores against the list.
 
+    `rule` is "point" (observed FPIR at most the target) or "upper" (its person-bootstrap
+    upper bound at most the target; needs `persons`, the person of each decision). With
+    `persons` the bound at the chosen threshold is reported for either rule.
     With `require_enough` (what `watchlist calibrate` does) fewer than `min_decisions`
     decisions raise `InsufficientImpostorsError`; without it (evaluation) the result says
     `sufficient=False` instead.
     """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    if rule == "upper" and persons is None:
+        raise ValueError("the upper rule needs the person of each impostor decision")
     scores = np.asarray(impostor_scores, np.float64).reshape(-1)
     needed = min_decisions(target_fpir)
     if require_enough and scores.size < needed:
@@ -118,9 +202,14 @@ def calibrate(impostor_scores: FloatArray | Sequence[float], target_fpir: float,
         raise InsufficientImpostorsError("no impostor decisions to calibrate on")
     # float64 in: the rule computes in the scores' own precision (see evaluation.metrics).
     threshold = threshold_for_fpir(cast(FloatArray, scores), target_fpir)
+    boot = None if persons is None else PersonBootstrap(scores, persons)
+    if boot is not None and rule == "upper":
+        threshold = max(threshold, boot.lowest_threshold(target_fpir))
     alerts = int((scores >= threshold).sum())
     return Calibration(target_fpir, threshold, int(scores.size), alerts,
-                       clopper_pearson(alerts, int(scores.size)), scores.size >= needed)
+                       clopper_pearson(alerts, int(scores.size)), scores.size >= needed, rule,
+                       None if boot is None else boot.upper(threshold),
+                       None if boot is None else boot.persons)
 
 
 def _unrank(rank: int, n: int, k: int) -> tuple[int, ...]:
