@@ -123,3 +123,29 @@ def test_tracks_of_impostor_people_calibrate_and_go_stale(
     assert "at 1 templates, now 2: STALE" in text and listing["calibration_stale"] is True
     store = _store(tmp_path)
     assert calibration_stale(store.watchlists()["film"], gallery_size(store.subjects(), "film"))
+
+
+def test_rule_flag_is_stored_and_listed(tmp_path: Path, celeba_people: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """--rule upper sets the threshold where the person-bootstrap bound meets the target:
+    never below the point rule's, kept in the record and shown by `watchlist list`."""
+    _enrol(tmp_path, "audrey", "audrey.jpg", capsys)
+    with pytest.raises(SystemExit) as exc:
+        _calibrate(tmp_path, celeba_people, "--target-fpir", "0.1", "--rule", "median")
+    assert exc.value.code == 2 and "invalid choice: 'median'" in capsys.readouterr().err
+    assert _calibrate(tmp_path, celeba_people, "--target-fpir", "0.1", "--rule", "point") == 0
+    assert "(point rule; one-sided 95% bound resampling persons" in capsys.readouterr().out
+    point = _store(tmp_path).watchlists()["film"].calibration
+    assert _calibrate(tmp_path, celeba_people, "--target-fpir", "0.1", "--rule", "upper") == 0
+    assert "(upper rule;" in capsys.readouterr().out
+    film = _store(tmp_path).watchlists()["film"]
+    upper = film.calibration
+    assert (point["rule"], upper["rule"]) == ("point", "upper")
+    assert film.threshold == upper["threshold"] > point["threshold"]
+    assert upper["impostor_alerts"] < point["impostor_alerts"]
+    assert upper["fpir_upper"] <= 0.1 and upper["upper_confidence"] == 0.95
+    # Ten people: the point rule's 10% could well be twice that with ten others.
+    assert point["fpir_upper"] > 0.2
+    text, listing = _listing(tmp_path, capsys)
+    assert "(upper rule, person-bootstrap bound" in text
+    assert listing["calibration"]["rule"] == "upper"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facescreen.cli.common import REPO_ROOT, CommandError, add_model_args, build_analyzer
+from facescreen.core.calibration import DEFAULT_RULE, RULES
 from facescreen.evaluation import datasets as ds
 from facescreen.evaluation import plots, runner
 from facescreen.evaluation.photos import PhotoCache, pipeline_key
@@ -50,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                "--target-fpir and measure FPIR on the other half")
     identify.add_argument("--target-fpir", type=float, default=0.01,
                           help="FPIR that --calibrate-half calibrates for (default 0.01)")
+    identify.add_argument("--rule", choices=RULES, default=DEFAULT_RULE,
+                          help="--calibrate-half's threshold: point = lowest with FPIR at most "
+                               "the target on the calibration half, upper = lowest with its 95%% "
+                               "bound (bootstrap over persons) at most the target (default "
+                               f"{DEFAULT_RULE}, as watchlist calibrate)")
     identify.add_argument("--norm", choices=runner.NORMS, default="none",
                           help="score normalisation against a cohort, the calibration half's "
                                "photos (needs --calibrate-half): znorm (s-mu_t)/sigma_t, mean "
@@ -195,6 +201,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
             analyzer, args.root, enrol_n=args.enrol, seed=seed, limit=args.limit,
             track_k=args.track, max_tracks=args.max_tracks, calibrate_half=args.calibrate_half,
             target_fpir=args.target_fpir, norm=args.norm, min_photos=args.min_photos, cache=cache,
+            rule=args.rule,
             photo_cache=photo_cache,
             progress=not args.no_progress)
 
@@ -206,6 +213,7 @@ def cmd_identify(args: argparse.Namespace) -> int:
         plots.plot_det(runs[0], args.plot)
     result = {"task": "identify-seeds", "dataset": str(args.root), "enrol_n": args.enrol,
               "track_k": args.track, "norm": args.norm, "calibrate_half": args.calibrate_half,
+              "rule": args.rule,
               "summary": summarise_seeds(runs),
               "runs": [{k: v for k, v in r.items() if k != "curve"} for r in runs]}
     if args.json:
@@ -235,9 +243,10 @@ def _summary_table(r: dict[str, Any]) -> list[str]:
     lines.append(f"  rank-1       {ms(s['rank1'])}%")
     c = s.get("calibration")
     if c:
-        lines.append(f"  calibrated for FPIR {c['fpir_target']:g}: FNIR {ms(c['fnir'])}%, measured "
-                     f"FPIR {ms(c['fpir_measured'])}% ({c['within_x1_5']} of {len(s['seeds'])} "
-                     f"seeds within x1.5), threshold {ms(c['threshold'], False)}"
+        lines.append(f"  calibrated for FPIR {c['fpir_target']:g} ({c['rule']} rule): FNIR "
+                     f"{ms(c['fnir'])}%, measured FPIR {ms(c['fpir_measured'])}% "
+                     f"({c['at_most_x1_5']} of {len(s['seeds'])} seeds at most x1.5, "
+                     f"{c['within_x1_5']} within x1.5 either way), threshold {ms(c['threshold'], False)}"
                      + ("" if c["sufficient"] else "; fewer than 10/FPIR calibration decisions"))
     return lines
 
@@ -262,7 +271,8 @@ def _identify_table(r: dict[str, Any]) -> list[str]:
     c = r.get("calibration")
     if c:
         lo, hi = c["fpir_ci"]
-        lines.append(f"  calibrated   threshold {c['threshold']:.4f} for FPIR {c['fpir_target']:g} "
+        lines.append(f"  calibrated   threshold {c['threshold']:.4f} ({c['rule']} rule) for FPIR "
+                     f"{c['fpir_target']:g} "
                      f"on {c['calibration_decisions']} decisions of {c['calibration_persons']} "
                      f"strangers{'' if c['sufficient'] else ' (fewer than 10/FPIR)'}")
         lines.append(f"               held-apart FPIR {c['fpir_measured']:.4f} (95% CI {lo:.4f}-"

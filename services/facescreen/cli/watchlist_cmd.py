@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from facescreen.cli.common import (
     build_analyzer,
     open_store,
 )
-from facescreen.core.calibration import DEFAULT_MAX_GROWTH, InsufficientImpostorsError
+from facescreen.core.calibration import (
+    DEFAULT_MAX_GROWTH,
+    DEFAULT_RULE,
+    RULES,
+    InsufficientImpostorsError,
+)
 from facescreen.ingest.sources import mask_uri
 from facescreen.watchlist.audit_relay import relay
 from facescreen.watchlist.calibrate import calibrate_list, collect_impostors, impostor_images
@@ -81,6 +87,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           " 1 = single faces); images directly in DIR are single faces")
     cal.add_argument("--max-tracks", type=int, default=100, metavar="N",
                      help="at most N pseudo-tracks per impostor person (default 100)")
+    cal.add_argument("--rule", choices=RULES, default=DEFAULT_RULE,
+                     help="point = the lowest threshold at which the impostors' FPIR is at most "
+                          "the target; upper = the lowest at which its one-sided 95%% bound, "
+                          "resampling impostor persons, is (allows for few impostor people; "
+                          f"default {DEFAULT_RULE})")
     cal.add_argument("--max-growth", type=float, default=DEFAULT_MAX_GROWTH, metavar="SHARE",
                      help="the calibration is stale once the list has grown by more than this "
                           f"share (default {DEFAULT_MAX_GROWTH:g})")
@@ -165,7 +176,8 @@ def _calibration_line(wl: Watchlist, size: int) -> str:
     c = wl.calibration
     when = datetime.fromtimestamp(c["calibrated_at"], UTC).strftime("%Y-%m-%d") \
         if "calibrated_at" in c else "earlier"
-    text = f"calibrated {when} for FPIR {c.get('target_fpir')}"
+    text = f"calibrated {when} for FPIR {c.get('target_fpir')} ({c.get('rule', 'point')} rule"
+    text += ")" if c.get("fpir_upper") is None else f", person-bootstrap bound {c['fpir_upper']:.4f})"
     if "fpir_ci" in c:
         lo, hi = c["fpir_ci"]
         text += (f" (95% CI {lo:.4f}-{hi:.4f}, {c['impostor_decisions']} decisions, "
@@ -216,7 +228,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     try:
         record = calibrate_list(search, impostors, args.target_fpir, track_k=args.track,
                                 gallery_size=size, max_growth=args.max_growth,
-                                embedder=store.embedder)
+                                embedder=store.embedder, rule=args.rule)
     except InsufficientImpostorsError as exc:
         raise CommandError(f"{exc}; {impostors.images} image(s) read") from None
     store.set_watchlist(args.watchlist, actor=actor(args), reason=args.reason,
@@ -224,6 +236,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     lo, hi = record["fpir_ci"]
     plo, phi = record["fpir_ci_persons"]
     print(f"{args.watchlist}: threshold {record['threshold']:.4f} for FPIR {args.target_fpir:g} "
+          f"({args.rule} rule; one-sided 95% bound resampling persons "
+          f"{record['fpir_upper']:.4f}) "
           f"from {record['impostor_decisions']} impostor decisions "
           f"({record['impostor_decisions'] - impostors.loose_faces} tracks of {args.track} from "
           f"{impostors.persons} person folders, {impostors.loose_faces} single faces of loose "
@@ -242,6 +256,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_audit_relay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
 
     from facescreen.bus.topics import BusConfig, bootstrap_list
 
@@ -249,17 +264,26 @@ def cmd_audit_relay(args: argparse.Namespace) -> int:
     store_id = mask_uri(args.store) if getattr(args, "store", None) else str(
         Path(args.data_dir).resolve())
     topic = BusConfig().with_prefix(args.topic_prefix).audit.name
-    producer = KafkaProducer(bootstrap_servers=bootstrap_list(args.bootstrap), acks="all",
-                             allow_auto_create_topics=False, max_block_ms=10_000,
-                             client_id="facescreen-audit-relay")
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap_list(args.bootstrap), acks="all",
+                                 allow_auto_create_topics=False, max_block_ms=10_000,
+                                 client_id="facescreen-audit-relay")
+    except KafkaError as exc:
+        raise CommandError(f"audit relay: broker {args.bootstrap} unreachable "
+                           f"({type(exc).__name__}); the cursor was not moved") from None
 
-    def publish(event: dict[str, Any]) -> None:
+    def publish(event: dict[str, Any]) -> Callable[[], None]:
         key = str(event.get("subject") or event.get("watchlist") or "").encode()
-        producer.send(topic, key=key, value=json.dumps(event, sort_keys=True).encode())
+        future = producer.send(topic, key=key, value=json.dumps(event, sort_keys=True).encode())
+        return lambda: future.get(timeout=30)  # raises if the broker did not take it
 
     try:
         while True:
-            count = relay(store, store_id, publish, producer.flush)
+            try:
+                count = relay(store, store_id, publish)
+            except KafkaError as exc:
+                raise CommandError(f"audit relay: the broker did not acknowledge an entry "
+                                   f"({type(exc).__name__}); the cursor was not moved") from None
             print(f"relayed {count} audit entr{'y' if count == 1 else 'ies'} to {topic}",
                   flush=True)
             if args.follow is None:

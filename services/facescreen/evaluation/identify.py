@@ -77,7 +77,7 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
                  limit: int | None = None, fpir_targets: Sequence[float] = (0.01, 0.05),
                  track_k: int = 1, max_tracks: int = 100, calibrate_half: bool = False,
                  target_fpir: float = 0.01, norm: str = "none", aligned: bool | None = None,
-                 min_photos: int = 1,
+                 min_photos: int = 1, rule: str = cal.DEFAULT_RULE,
                  cache: dict[str, ImageFaces] | None = None,
                  photo_cache: PhotoCache | None = None, progress: bool = True) -> dict[str, Any]:
     """Open-set watchlist search over `ROOT/<subject>/<image>` photos.
@@ -102,6 +102,9 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
     - `calibrate_half`: strangers shuffled by person with `seed` and split in two; the
       threshold for `target_fpir` is set on the first half's decisions and the FPIR measured
       on the second's (Clopper-Pearson 95% interval); FNIR over all mated decisions there.
+      `rule` (`core.calibration.RULES`): "point" sets it where the calibration half's FPIR
+      is at most the target, "upper" where its one-sided 95% bound from a bootstrap over
+      that half's persons is.
     - `norm` other than "none" (needs `calibrate_half`): scores normalised against the
       calibration half's single photos as cohort (`core.normalisation`: znorm, mean, center);
       the held-apart half is then the only non-mated set measured, also for `fnir_at_fpir`.
@@ -113,6 +116,8 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
         raise ValueError("enrol_n, track_k and max_tracks must be at least 1")
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if rule not in cal.RULES:
+        raise ValueError(f"rule must be one of {cal.RULES}, got {rule!r}")
     if norm != "none" and not calibrate_half:
         raise ValueError("score normalisation needs --calibrate-half (its cohort is the "
                          "calibration half of the strangers)")
@@ -236,11 +241,12 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
     }
     threshold = points[0].threshold if points else None
     if calibrate_half:
-        calib, _ = scores_of(calib_ids)
+        calib, calib_owner = scores_of(calib_ids)
         held, held_owner = scores_of(measured_ids)
         if calib.size == 0 or held.size == 0:
             raise ds.DatasetError(f"{root}: a half of the strangers has no usable decision")
-        c = cal.calibrate(calib, target_fpir, require_enough=False)
+        c = cal.calibrate(calib, target_fpir, require_enough=False, rule=rule,
+                          persons=calib_owner)
         alerts = int((held >= c.threshold).sum())
         threshold = c.threshold
         per_person = {sid: [0, 0] for sid in measured_ids}
@@ -249,7 +255,7 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
             per_person[sid][1] += 1
         counted = [v for v in per_person.values() if v[1]]
         result["calibration"] = {
-            "fpir_target": target_fpir, "threshold": c.threshold,
+            "fpir_target": target_fpir, "rule": c.rule, "threshold": c.threshold,
             "fpir_measured": alerts / held.size,
             "fpir_ci": list(cal.clopper_pearson(alerts, int(held.size))),
             "fpir_ci_persons": list(cal.person_interval(
@@ -260,6 +266,9 @@ def run_identify(analyzer: FaceAnalyzer, root: Path, *, enrol_n: int = 1, seed: 
             "calibration_decisions": c.decisions, "calibration_persons": len(calib_ids),
             "min_decisions": cal.min_decisions(target_fpir), "sufficient": c.sufficient,
             "fpir_on_calibration_half": c.fpir,
+            "fpir_upper_on_calibration_half": c.fpir_upper,
+            "upper_bootstrap": {"resampled": "impostor persons", "reps": cal.UPPER_REPS,
+                                "confidence": cal.UPPER_CONFIDENCE, "seed": cal.UPPER_SEED},
             "measured_decisions": int(held.size), "measured_persons": len(measured_ids),
             "measured_alerts": alerts}
         measured, measured_owner = held, held_owner

@@ -81,11 +81,12 @@ def summarise_seeds(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         target = runs[0]["calibration"]["fpir_target"]
         measured = [r["calibration"]["fpir_measured"] for r in runs]
         out["calibration"] = {
-            "fpir_target": target,
+            "fpir_target": target, "rule": runs[0]["calibration"].get("rule", "point"),
             **{m: _stat([r["calibration"][m] for r in runs])
                for m in ("fnir", "threshold", "fpir_measured", "calibration_decisions",
                          "measured_decisions")},
             "within_x1_5": sum(target / 1.5 <= f <= target * 1.5 for f in measured),
+            "at_most_x1_5": sum(f <= target * 1.5 for f in measured),  # overshoots are the harm
             "sufficient": all(r["calibration"]["sufficient"] for r in runs)}
     genders = [r["by_gender"] for r in runs if r.get("by_gender")]
     if genders:

@@ -10,7 +10,10 @@ The impostor folder holds people who are not on the list:
   face passing quality, whatever K.
 Every decision is searched against the real list (the store's own search, so the gallery
 size and the templates are those the matcher uses), and the threshold is set for the
-target FPIR on those best scores, refused with fewer than 10/FPIR decisions.
+target FPIR on those best scores, refused with fewer than 10/FPIR decisions, by one of
+`core.calibration.RULES`: "point" (the impostors' observed FPIR at most the target) or
+"upper" (its one-sided 95% bound, resampling impostor persons, at most the target: the
+threshold then allows for which people happened to be in the impostor folder).
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def collect_impostors(analyzer: FaceAnalyzer, folder: Path, track_k: int,
 
 def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float, *,
                    track_k: int, gallery_size: int, max_growth: float,
-                   embedder: str) -> dict[str, Any]:
+                   embedder: str, rule: str = cal.DEFAULT_RULE) -> dict[str, Any]:
     """The calibration record: threshold, what it promises, and the gallery it holds for.
 
     Raises `InsufficientImpostorsError` below 10/FPIR decisions.
@@ -112,7 +115,7 @@ def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float,
             f"{impostors.persons} person folders, {loose} single faces of loose images) "
             f"cannot support FPIR {target_fpir:g}: need at least {needed} (10/FPIR)")
     top = [r[0].score if r else -1.0 for r in search(np.stack(impostors.vectors), 1)]
-    c = cal.calibrate(top, target_fpir)
+    c = cal.calibrate(top, target_fpir, rule=rule, persons=impostors.owners)
     scores = np.asarray(top)
     by_person: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for owner, score in zip(impostors.owners, scores, strict=True):
@@ -120,7 +123,9 @@ def calibrate_list(search: SearchFn, impostors: ImpostorSet, target_fpir: float,
         by_person[owner][1] += 1
     counts: Sequence[list[int]] = list(by_person.values())
     return {
-        "target_fpir": target_fpir, "threshold": c.threshold, "track_k": track_k,
+        "target_fpir": target_fpir, "rule": c.rule, "threshold": c.threshold,
+        "track_k": track_k, "fpir_upper": c.fpir_upper,
+        "upper_confidence": cal.UPPER_CONFIDENCE, "upper_reps": cal.UPPER_REPS,
         "impostor_decisions": c.decisions, "impostor_alerts": c.alerts,
         "fpir_ci": list(c.fpir_ci),
         "fpir_ci_persons": list(cal.person_interval([a for a, _ in counts],
