@@ -26,8 +26,15 @@ class WatchlistStore(Protocol):
 
     def set_watchlist(self, name: str, *, actor: str, reason: str = "",
                       threshold: float | None = None, description: str | None = None,
-                      calibration: dict[str, Any] | None = None) -> Watchlist:
-        """Create a watchlist or change its threshold, description or calibration record."""
+                      calibration: dict[str, Any] | None = None,
+                      target_fpir: float | None = None, priority: int | None = None,
+                      route: str | None = None) -> Watchlist:
+        """Create a watchlist or change its threshold, description, calibration record,
+        target FPIR, priority (0..100) or alert route."""
+        ...
+
+    def delete_watchlist(self, name: str, *, actor: str, reason: str = "") -> None:
+        """Delete an empty watchlist."""
         ...
 
     def add_subject(self, subject_id: str, watchlist: str,
@@ -39,6 +46,11 @@ class WatchlistStore(Protocol):
     def remove_subject(self, subject_id: str, *, actor: str, reason: str = "",
                        watchlist: str | None = None) -> None:
         """Take a subject off one watchlist, or delete it with every embedding it has."""
+        ...
+
+    def remove_image(self, subject_id: str, image_id: str, *, actor: str,
+                     reason: str = "") -> Subject:
+        """Delete one enrolled image and its embedding (not the subject's last)."""
         ...
 
     def purge_expired(self, *, actor: str, now: float | None = None) -> list[str]:

@@ -65,6 +65,7 @@ from facescreen.watchlist.store import (
     WatchlistError,
     check_embedding,
     check_name,
+    check_watchlist_settings,
 )
 
 log = logging.getLogger("facescreen.watchlist.redis")
@@ -425,26 +426,47 @@ class RedisWatchlistStore:
 
     def set_watchlist(self, name: str, *, actor: str, reason: str = "",
                       threshold: float | None = None, description: str | None = None,
-                      calibration: dict[str, Any] | None = None) -> Watchlist:
+                      calibration: dict[str, Any] | None = None,
+                      target_fpir: float | None = None, priority: int | None = None,
+                      route: str | None = None) -> Watchlist:
         """Create a watchlist or change its threshold/description."""
         check_name(name, "watchlist")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
+        check_watchlist_settings(threshold, target_fpir, priority, route)
         self._prepare(create=True)
         key = self._key("watchlists")
 
         def change(pipe: Pipeline) -> Watchlist:
             raw = pipe.hget(key, name)
             wl = Watchlist(**json.loads(raw)) if raw else Watchlist(name)
-            wl.update(threshold, description, calibration)
+            wl.update(threshold, description, calibration, target_fpir=target_fpir,
+                      priority=priority, route=route)
             pipe.multi()
             pipe.hset(key, name, json.dumps(asdict(wl)))
             self._audit(pipe, actor, "set_watchlist", reason, watchlist=name,
-                        threshold=threshold)
+                        threshold=threshold, target_fpir=target_fpir, priority=priority,
+                        route=route)
             return wl
 
         result: Watchlist = self._transaction(change, key)
         return result
+
+    def delete_watchlist(self, name: str, *, actor: str, reason: str = "") -> None:
+        """Delete an empty watchlist (one with members is refused: remove them first)."""
+        self._prepare(create=False)
+        key = self._key("watchlists")
+        members = [s for s in self.subjects().values() if name in s.watchlists]
+
+        def change(pipe: Pipeline) -> None:
+            if not pipe.hexists(key, name):
+                raise WatchlistError(f"unknown watchlist {name!r}")
+            if members:
+                raise WatchlistError(f"watchlist {name!r} has {len(members)} subject(s): "
+                                     "remove them first")
+            pipe.multi()
+            pipe.hdel(key, name)
+            self._audit(pipe, actor, "delete_watchlist", reason, watchlist=name)
+
+        self._transaction(change, key)
 
     def add_subject(self, subject_id: str, watchlist: str,
                     embeddings: list[tuple[str, float, FloatArray]], *, actor: str,
@@ -539,6 +561,44 @@ class RedisWatchlistStore:
                         watchlist=watchlist)
 
         self._transaction(change, subject_key)
+
+    def remove_image(self, subject_id: str, image_id: str, *, actor: str,
+                     reason: str = "") -> Subject:
+        """Delete one enrolled image and its embedding and rewrite the subject's templates;
+        the last image is refused (delete the subject instead)."""
+        self._prepare(create=False)
+        subject_key, emb_key = self._subject_key(subject_id), self._emb_key(subject_id)
+
+        def change(pipe: Pipeline) -> Subject:
+            raw = pipe.get(subject_key)
+            if raw is None:
+                raise WatchlistError(f"unknown subject {subject_id!r}")
+            subject = _subject(raw)
+            kept = [i for i in subject.images if i.image_id != image_id]
+            if len(kept) == len(subject.images):
+                raise WatchlistError(f"subject {subject_id!r} has no image {image_id[:40]!r}")
+            if not kept:
+                raise WatchlistError(f"image {image_id!r} is the last of subject "
+                                     f"{subject_id!r}: delete the subject instead")
+            raw_embeddings: dict[bytes, bytes] = pipe.hgetall(emb_key)  # type: ignore[assignment]
+            stored = {_text(k): np.frombuffer(v, "<f4") for k, v in raw_embeddings.items()}
+            if any(i.image_id not in stored for i in kept):
+                raise WatchlistError(f"subject {subject_id!r} at {self.url} is corrupt: "
+                                     "an enrolled image has no embedding")
+            subject.images = kept
+            template = subject_template(np.stack([stored[i.image_id] for i in kept]))
+            pipe.multi()
+            pipe.set(subject_key, json.dumps(asdict(subject)), keepttl=True)
+            pipe.hdel(emb_key, image_id)
+            for name in subject.watchlists:
+                pipe.hset(self._tpl_key(subject_id, name), "vec",
+                          template.astype("<f4").tobytes())
+            self._audit(pipe, actor, "remove_image", reason, subject=subject_id,
+                        image_id=image_id)
+            return subject
+
+        result: Subject = self._transaction(change, subject_key, emb_key)
+        return result
 
     def purge_expired(self, *, actor: str, now: float | None = None) -> list[str]:
         """Delete subjects past expiry, including those Redis' TTL already took; audit each."""

@@ -65,10 +65,13 @@ class Watchlist:
     threshold: float = DEFAULT_THRESHOLD
     description: str = ""
     calibration: dict[str, Any] = field(default_factory=dict)
-
+    target_fpir: float | None = None  # the FPIR the operator wants its threshold to give
+    priority: int = 0  # 0..100, higher is more urgent (dashboard order, routing)
+    route: str = ""  # name of the alert route (webhook) its alerts go to; "" for none
 
     def update(self, threshold: float | None, description: str | None,
-               calibration: dict[str, Any] | None) -> None:
+               calibration: dict[str, Any] | None, *, target_fpir: float | None = None,
+               priority: int | None = None, route: str | None = None) -> None:
         """Change what is given, keep the rest."""
         if threshold is not None:
             self.threshold = float(threshold)
@@ -76,6 +79,25 @@ class Watchlist:
             self.description = description
         if calibration is not None:
             self.calibration = calibration
+        if target_fpir is not None:
+            self.target_fpir = float(target_fpir)
+        if priority is not None:
+            self.priority = int(priority)
+        if route is not None:
+            self.route = route
+
+
+def check_watchlist_settings(threshold: float | None = None, target_fpir: float | None = None,
+                             priority: int | None = None, route: str | None = None) -> None:
+    """One check of a list's settings for both stores (a bad value is refused, not clamped)."""
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
+    if target_fpir is not None and not 0.0 < target_fpir < 1.0:
+        raise WatchlistError(f"target FPIR {target_fpir} is not a rate in (0, 1)")
+    if priority is not None and not 0 <= priority <= 100:
+        raise WatchlistError(f"priority {priority} is not in 0..100")
+    if route:
+        check_name(route, "route")
 
 
 def gallery_size(subjects: dict[str, Subject], watchlist: str, now: float | None = None) -> int:
@@ -310,16 +332,29 @@ class LocalWatchlistStore:
 
     def set_watchlist(self, name: str, *, actor: str, reason: str = "",
                       threshold: float | None = None, description: str | None = None,
-                      calibration: dict[str, Any] | None = None) -> Watchlist:
+                      calibration: dict[str, Any] | None = None,
+                      target_fpir: float | None = None, priority: int | None = None,
+                      route: str | None = None) -> Watchlist:
         """Create a watchlist or change its threshold/description."""
         check_name(name, "watchlist")
-        if threshold is not None and not -1.0 <= threshold <= 1.0:
-            raise WatchlistError(f"threshold {threshold} is not a cosine similarity in [-1, 1]")
-        with self._change(actor, "set_watchlist", reason, watchlist=name,
-                          threshold=threshold) as state:
+        check_watchlist_settings(threshold, target_fpir, priority, route)
+        with self._change(actor, "set_watchlist", reason, watchlist=name, threshold=threshold,
+                          target_fpir=target_fpir, priority=priority, route=route) as state:
             wl = state.watchlists.setdefault(name, Watchlist(name))
-            wl.update(threshold, description, calibration)
+            wl.update(threshold, description, calibration, target_fpir=target_fpir,
+                      priority=priority, route=route)
             return wl
+
+    def delete_watchlist(self, name: str, *, actor: str, reason: str = "") -> None:
+        """Delete an empty watchlist (one with members is refused: remove them first)."""
+        with self._change(actor, "delete_watchlist", reason, watchlist=name) as state:
+            if name not in state.watchlists:
+                raise WatchlistError(f"unknown watchlist {name!r}")
+            members = sum(1 for s in state.subjects.values() if name in s.watchlists)
+            if members:
+                raise WatchlistError(f"watchlist {name!r} has {members} subject(s): "
+                                     "remove them first")
+            del state.watchlists[name]
 
     def add_subject(self, subject_id: str, watchlist: str, embeddings: list[tuple[str, float,
                     FloatArray]], *, actor: str, reason: str = "",
@@ -364,6 +399,25 @@ class LocalWatchlistStore:
                 for image in subject.images:
                     state.embeddings.pop(image.image_id, None)
                 del state.subjects[subject_id]
+
+    def remove_image(self, subject_id: str, image_id: str, *, actor: str,
+                     reason: str = "") -> Subject:
+        """Delete one enrolled image and its embedding; the last one is refused (delete the
+        subject instead, so no subject is left without a template)."""
+        with self._change(actor, "remove_image", reason, subject=subject_id,
+                          image_id=image_id) as state:
+            subject = state.subjects.get(subject_id)
+            if subject is None:
+                raise WatchlistError(f"unknown subject {subject_id!r}")
+            kept = [i for i in subject.images if i.image_id != image_id]
+            if len(kept) == len(subject.images):
+                raise WatchlistError(f"subject {subject_id!r} has no image {image_id[:40]!r}")
+            if not kept:
+                raise WatchlistError(f"image {image_id!r} is the last of subject "
+                                     f"{subject_id!r}: delete the subject instead")
+            subject.images = kept
+            state.embeddings.pop(image_id, None)
+            return subject
 
     def purge_expired(self, *, actor: str, now: float | None = None) -> list[str]:
         """Delete every subject past its expiry; returns their ids."""
