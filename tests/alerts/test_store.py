@@ -92,7 +92,7 @@ def test_ingest_keeps_the_review_and_refuses_what_is_not_an_alert(alert_store: A
         alert_store.ingest(bad)
     assert "Jane" not in str(caught.value)  # names the field, never the values
     docs: list[Any] = [[], {"schema_version": 1}, {**alert_event(), "alert_id": "not-a-uuid"},
-            {**alert_event(), "subject_id": "x" * 300}]
+            {**alert_event(), "subject_id": "x" * 300}, {**alert_event(), "source": "a\x00b"}]
     for doc in docs:
         with pytest.raises(InvalidAlert):
             alert_store.ingest(doc)

@@ -7,6 +7,7 @@ store) and the crops folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 import time
 import uuid
@@ -101,11 +102,15 @@ def test_retention_purges_by_age_whatever_the_state(alert_store: AlertStore,
     recent = _with_everything(alert_store, "s9", now - 29 * DAY)
     orphan = tmp_path / "crops" / f"{uuid.uuid4()}.jpg"  # a crop whose alert is gone
     orphan.write_bytes(JPEG)
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    fresh = tmp_path / "crops" / f"{uuid.uuid4()}.jpg"  # maybe being saved right now: kept
+    fresh.write_bytes(JPEG)
     assert alert_store.purge(parse_age("30d"), now) == 4
     assert _count(alert_store, "SELECT count(*) FROM alerts") == 1
     assert _count(alert_store, "SELECT count(*) FROM alert_reviews") == 2
     assert _count(alert_store, "SELECT count(*) FROM webhook_deliveries") == 1
-    assert [p.name for p in (tmp_path / "crops").iterdir()] == [f"{recent}.jpg"]
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir()) == sorted(
+        [f"{recent}.jpg", fresh.name])
     assert all(alert_store.get(a) is None for a in [*old, closed_old])
     assert alert_store.purge(30 * DAY, now) == 0
     with pytest.raises(StoreError, match="positive"):
@@ -203,3 +208,13 @@ def test_unreachable_and_missing_databases_are_one_line_errors(tmp_path: Path) -
         store.ping()
     with pytest.raises(StoreError, match="does not exist"):
         AlertStore(f"sqlite:///{tmp_path}/no/such/folder/alerts.db")
+
+
+def test_a_missing_postgresql_database_is_not_mistaken_for_missing_tables(
+        pg_session_db: str) -> None:
+    missing_db = pg_session_db.rsplit("/", 1)[0] + "/facescreen_no_such_database"
+    store = AlertStore(missing_db)
+    with pytest.raises(StoreUnavailable, match='database "facescreen_no_such_database" does not exist'
+                       ) as caught:
+        store.upgrade()
+    assert "migrations" not in str(caught.value)

@@ -8,17 +8,19 @@ says to run the migrations; anything else is a one-line `StoreError`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from facescreen.alerts.store.engine import describe_error, make_engine, mask, parse_url
 from facescreen.alerts.store.records import StoreError
 
-_NO_TABLE = ("no such table", "does not exist")
+_NO_TABLE = re.compile(r'no such table|relation ".*" does not exist')  # SQLite | PostgreSQL
 
 
 class StoreUnavailable(StoreError):  # noqa: N818 - a state, like AlertNotFound
@@ -48,15 +50,14 @@ class StoreCore:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except (OperationalError, InterfaceError) as exc:
-            error = describe_error(self._url, exc)
-            if any(marker in str(error) for marker in _NO_TABLE):
-                raise StoreError(f"{error} (run the migrations: AlertStore.upgrade())") from None
-            raise StoreUnavailable(str(error)) from None
+        except PoolTimeout:
+            raise StoreUnavailable(f"database {self.url}: no free connection in the pool") from None
         except DBAPIError as exc:
             error = describe_error(self._url, exc)
-            if any(marker in str(error) for marker in _NO_TABLE):
+            if _NO_TABLE.search(str(error)):
                 raise StoreError(f"{error} (run the migrations: AlertStore.upgrade())") from None
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise StoreUnavailable(str(error)) from None
             raise error from None
 
     def ping(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,10 +74,13 @@ class CropFolder:
         except OSError as exc:
             raise StoreError(f"cannot delete crop {name}: {exc.strerror or exc}") from None
 
-    def names(self) -> Iterator[str]:
-        """Names of the crops in the folder (not temporary files)."""
+    def names(self, older_than_s: float = 0.0) -> Iterator[str]:
+        """Names of the crops in the folder (not temporary files), optionally only those
+        last written more than `older_than_s` ago."""
+        cutoff = time.time() - older_than_s
         for entry in os.scandir(self.path):
-            if entry.is_file() and entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+            if (entry.is_file() and entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+                    and (older_than_s <= 0 or entry.stat().st_mtime < cutoff)):
                 yield entry.name
 
     def _path(self, name: str) -> Path:

@@ -52,6 +52,9 @@ def event_values(doc: Any) -> dict[str, Any]:
     for field in ("source", "subject_id", "watchlist"):
         if len(doc[field]) > NAME:
             raise InvalidAlert(f"alert {field} is longer than {NAME} characters")
+    texts = [doc["source"], doc["subject_id"], doc["watchlist"], *doc["models"].values()]
+    if any("\x00" in value for value in texts):  # PostgreSQL text cannot hold NUL
+        raise InvalidAlert("alert text fields may not contain NUL characters")
     alert_id = normal_id(doc["alert_id"])
     if alert_id is None:
         raise InvalidAlert("alert_id is not a UUID")

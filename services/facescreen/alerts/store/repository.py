@@ -51,6 +51,7 @@ AlertPage = tuple["list[AlertRecord]", "str | None"]
 MAX_PAGE = 1000
 MAX_COMMENT = 4000
 _DELETE_BATCH = 500
+_SWEEP_GRACE_S = 600.0
 
 
 class AlertStore(TokenMixin, DeliveryMixin):
@@ -102,7 +103,8 @@ class AlertStore(TokenMixin, DeliveryMixin):
         ).returning(table.c.alert_id)
         with self._tx() as session:
             changed = session.execute(upsert).first() is not None
-            record = self._get(session, values["alert_id"]) if changed else None
+            notify = changed and bool(self._listeners)
+            record = self._get(session, values["alert_id"]) if notify else None
         if record is not None:
             self._notify(record)
         return changed
@@ -270,9 +272,11 @@ class AlertStore(TokenMixin, DeliveryMixin):
                 alerts += len(ids)
 
     def _sweep_crops(self) -> None:
+        """Delete crop files no alert refers to (left by a failed step), except recent
+        ones: a crop is written just before its row is updated."""
         if self.crops is None:
             return
-        names = sorted(self.crops.names())
+        names = sorted(self.crops.names(older_than_s=_SWEEP_GRACE_S))
         for start in range(0, len(names), _DELETE_BATCH):
             chunk = names[start:start + _DELETE_BATCH]
             with self._tx() as session:
