@@ -1,4 +1,9 @@
-"""detect -> align -> quality -> embed, for whole frames, with per-stage timings."""
+"""detect -> align -> quality -> embed, for whole frames, with per-stage timings.
+
+Both model calls are batched across the frames handed in together (several cameras, or one
+camera under backlog): the detector sees them in one call at a common padded size, the
+embedder sees every passing face of all of them in one call.
+"""
 
 from __future__ import annotations
 
@@ -48,13 +53,29 @@ class FaceAnalyzer:
         self._template = np.asarray(config.embedder.template, np.float32)
 
     def detect(self, image: ImageBGR) -> list[Detection]:
+        return self.detect_many([image])[0]
+
+    def detect_many(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
+        """Detections of each image, from one detector call on all of them.
+
+        Each frame is letterboxed as on its own, then padded right/bottom to the largest
+        padded size among them (with what a black pixel becomes after normalisation), so
+        frames of one size come out exactly as alone; a frame padded further than alone may
+        differ slightly near its bottom/right edge (the network sees more border).
+        """
+        if not images:
+            return []
         spec = self.config.detector
         with self.clock.stage("preprocess"):
-            batch, letterbox = det.prepare_detector_input(image, spec)
+            prepared = [det.prepare_detector_input(image, spec) for image in images]
+            batch = common_batch([x for x, _ in prepared], spec.mean, spec.std)
         with self.clock.stage("detect"):
             outputs = self.backend.detect(batch)
         with self.clock.stage("decode"):
-            return det.detections_from_outputs(outputs, letterbox, image.shape[:2], spec)
+            return [det.detections_from_outputs({k: v[i:i + 1] for k, v in outputs.items()},
+                                                letterbox, image.shape[:2], spec)
+                    for i, (image, (_, letterbox)) in enumerate(zip(images, prepared,
+                                                                    strict=True))]
 
     def align(self, image: ImageBGR, detection: Detection) -> ImageBGR:
         return align_face(image, detection.landmarks, self._template, self.config.embedder.size)
@@ -75,9 +96,9 @@ class FaceAnalyzer:
         per_image: list[list[Face]] = []
         chips: list[ImageBGR] = []
         owners: list[Face] = []
-        for image in images:
+        for image, detections in zip(images, self.detect_many(images), strict=True):
             faces = []
-            for detection in self.detect(image):
+            for detection in detections:
                 with self.clock.stage("align+quality"):
                     chip = self.align(image, detection)
                     face = Face(detection=detection, quality=assess(detection, chip, policy))
@@ -89,3 +110,19 @@ class FaceAnalyzer:
         for face, vector in zip(owners, self.embed_chips(chips), strict=True):
             face.embedding = vector
         return per_image
+
+
+def common_batch(inputs: Sequence[FloatArray], mean: Sequence[float],
+                 std: Sequence[float]) -> FloatArray:
+    """Stack (1, C, h, w) detector inputs into (N, C, H, W) at the largest h and w, padding
+    right/bottom with the normalised value of a black pixel (what letterboxing pads with)."""
+    if len(inputs) == 1:
+        return inputs[0]
+    height = max(x.shape[2] for x in inputs)
+    width = max(x.shape[3] for x in inputs)
+    fill = (0.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    batch = np.empty((len(inputs), inputs[0].shape[1], height, width), np.float32)
+    batch[:] = fill.reshape(1, -1, 1, 1)
+    for i, x in enumerate(inputs):
+        batch[i, :, :x.shape[2], :x.shape[3]] = x[0]
+    return batch

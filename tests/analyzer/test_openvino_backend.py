@@ -1,0 +1,79 @@
+"""OpenVINO at static shapes: one compiled model per input shape, batches in power-of-two
+chunks, results equal to running each row alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from facescreen.analyzer.backends import ModelMissingError, ModelPaths
+from facescreen.analyzer.openvino_backend import OpenVinoBackend, pow2_chunks
+from facescreen.core.specs import EmbedderSpec, PipelineConfig
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def backend() -> OpenVinoBackend:
+    config = PipelineConfig()
+    return OpenVinoBackend(config.detector, config.embedder, REPO, 2, "fp32", max_shapes=4)
+
+
+def test_pow2_chunks_cover_every_row_once() -> None:
+    for n in range(0, 70):
+        parts = list(pow2_chunks(n, 16))
+        sizes = [p.stop - p.start for p in parts]
+        assert sum(sizes) == n and all(s & (s - 1) == 0 and s <= 16 for s in sizes)
+        assert [p.start for p in parts] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert [p.stop - p.start for p in pow2_chunks(13, 16)] == [8, 4, 1]
+
+
+def test_shapes_compiled_once_and_bounded(backend: OpenVinoBackend) -> None:
+    rng = np.random.default_rng(0)
+    landscape = rng.uniform(0, 255, (1, 3, 480, 640)).astype(np.float32)
+    portrait = rng.uniform(0, 255, (1, 3, 640, 480)).astype(np.float32)
+    first = backend.detect(landscape)
+    backend.detect(portrait)
+    again = backend.detect(landscape)
+    assert backend.compiled_shapes()["detector"] == [(1, 3, 640, 480), (1, 3, 480, 640)]
+    assert all(np.array_equal(first[k], again[k]) for k in first)  # outputs are copies
+    assert set(first) == {"heatmap", "scale", "offset", "landmarks"}
+    assert first["heatmap"].shape == (1, 1, 120, 160)
+    for side in (96, 128, 160):
+        backend.detect(rng.uniform(0, 255, (1, 3, side, side)).astype(np.float32))
+    assert len(backend.compiled_shapes()["detector"]) == 4  # the LRU bound
+
+
+def test_embed_batches_split_into_power_of_two_chunks(backend: OpenVinoBackend) -> None:
+    rng = np.random.default_rng(1)
+    chips = rng.uniform(0, 255, (13, 3, 150, 150)).astype(np.float32)
+    together = backend.embed(chips)
+    assert together.shape == (13, 128)
+    shapes = {s[0] for s in backend.compiled_shapes()["embedder"]}
+    assert shapes == {8, 4, 1}
+    alone = np.concatenate([backend.embed(chips[i:i + 1]) for i in (0, 9, 12)])
+    assert np.allclose(alone, together[[0, 9, 12]], atol=1e-4)
+    assert backend.embed(chips[:0]).shape == (0, 128)
+
+
+def test_detector_batch_equals_frames_alone(backend: OpenVinoBackend) -> None:
+    rng = np.random.default_rng(2)
+    frames = rng.uniform(0, 255, (3, 3, 96, 96)).astype(np.float32)
+    together = backend.detect(frames)  # chunks 2 + 1
+    for i in range(3):
+        alone = backend.detect(frames[i:i + 1])
+        assert all(np.allclose(alone[k][0], together[k][i], atol=1e-4) for k in alone)
+
+
+def test_missing_model_and_wrong_input_name(tmp_path: Path) -> None:
+    config = PipelineConfig()
+    with pytest.raises(ModelMissingError, match="models build"):
+        OpenVinoBackend(config.detector, config.embedder, tmp_path)
+    wrong = EmbedderSpec(input_name="data")
+    with pytest.raises(ValueError, match="no input named 'data'"):
+        OpenVinoBackend(config.detector, wrong, REPO)
+    with pytest.raises(ValueError, match="precision"):
+        OpenVinoBackend(config.detector, config.embedder, REPO, precision="fp16")
+    paths = ModelPaths.fp32(config.detector, config.embedder, REPO)
+    assert paths.detector.exists() and paths.embedder.exists()
