@@ -5,24 +5,24 @@ revision is higher than the stored one (`INSERT ... ON CONFLICT DO UPDATE ... WH
 redelivered, duplicated or out-of-order events change nothing and concurrent consumers
 cannot lower a revision; the review state is never touched by ingest. Reviews are kept
 as a history, the last verdict is the alert's. Deleting an alert (retention, erasure)
-deletes its reviews, deliveries and crop file in the same step; a crop that cannot be
-deleted aborts the step.
+deletes its reviews, deliveries and crop file in the same step (`deletion`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select, tuple_
+from sqlalchemy import ColumnElement, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from facescreen.alerts.store.crops import CropFolder
+from facescreen.alerts.store.deletion import DeletionMixin
 from facescreen.alerts.store.deliveries import DeliveryMixin
 from facescreen.alerts.store.documents import (
     EVENT_COLUMNS,
@@ -33,7 +33,7 @@ from facescreen.alerts.store.documents import (
     to_event,
     to_record,
 )
-from facescreen.alerts.store.models import NAME, AlertRow, DeliveryRow, ReviewRow
+from facescreen.alerts.store.models import NAME, AlertRow, ReviewRow
 from facescreen.alerts.store.records import (
     VERDICT_STATE,
     AlertFilter,
@@ -50,11 +50,9 @@ Listener = Callable[[AlertRecord], None]
 AlertPage = tuple["list[AlertRecord]", "str | None"]
 MAX_PAGE = 1000
 MAX_COMMENT = 4000
-_DELETE_BATCH = 500
-_SWEEP_GRACE_S = 600.0
 
 
-class AlertStore(TokenMixin, DeliveryMixin):
+class AlertStore(TokenMixin, DeliveryMixin, DeletionMixin):
     """The alert store at `url` (`sqlite:///...` or `postgresql+psycopg://...`).
 
     `crops_dir` turns on face crops (opt-in): without it `save_crop` refuses. Call
@@ -197,27 +195,6 @@ class AlertStore(TokenMixin, DeliveryMixin):
             self.crops.write(name, jpeg)
             row.crop_path = name
 
-    def purge(self, older_than_s: float, now: float | None = None) -> int:
-        """Retention: delete alerts (closed or not) whose latest revision was emitted more
-        than `older_than_s` before `now`, with their reviews, deliveries and crops; also
-        crop files left without an alert. Returns the number of alerts deleted."""
-        if not older_than_s > 0:
-            raise StoreError("retention must be a positive age")
-        cutoff = (time.time() if now is None else now) - older_than_s
-        deleted = self._delete_where(AlertRow.emitted_at < cutoff)[0]
-        self._sweep_crops()
-        return deleted
-
-    def delete_subject(self, subject_id: str) -> int:
-        """Erasure: delete every alert of the subject and its crops; returns the count."""
-        return self.erase_subject(subject_id)[0]
-
-    def erase_subject(self, subject_id: str) -> tuple[int, int]:
-        """Erasure with its report: (alerts deleted, crop files deleted)."""
-        if not subject_id:
-            raise StoreError("erasure needs a subject id")
-        return self._delete_where(AlertRow.subject_id == subject_id)
-
     # -- listing (last: `list` shadows the builtin in the class body) --------------------------
 
     def list(self, filters: AlertFilter | None = None, limit: int = 50,
@@ -251,41 +228,6 @@ class AlertStore(TokenMixin, DeliveryMixin):
         row = None if key is None else session.get(AlertRow, key)
         return None if row is None else to_record(row)
 
-    def _delete_where(self, condition: ColumnElement[bool]) -> tuple[int, int]:
-        """Delete matching alerts in batches, crops first within each transaction."""
-        alerts = crops = 0
-        while True:
-            with self._tx() as session:
-                found = session.execute(select(AlertRow.alert_id, AlertRow.crop_path)
-                                        .where(condition).limit(_DELETE_BATCH)).all()
-                if not found:
-                    return alerts, crops
-                ids = [alert_id for alert_id, _ in found]
-                names = [name for _, name in found if name]
-                if names and self.crops is None:
-                    raise StoreError("these alerts have face crops: open the store with its "
-                                     "crops folder to delete them with the alerts")
-                if self.crops is not None:
-                    crops += sum(self.crops.remove(name) for name in names)
-                _delete_children(session, ids)
-                session.execute(delete(AlertRow).where(AlertRow.alert_id.in_(ids)))
-                alerts += len(ids)
-
-    def _sweep_crops(self) -> None:
-        """Delete crop files no alert refers to (left by a failed step), except recent
-        ones: a crop is written just before its row is updated."""
-        if self.crops is None:
-            return
-        names = sorted(self.crops.names(older_than_s=_SWEEP_GRACE_S))
-        for start in range(0, len(names), _DELETE_BATCH):
-            chunk = names[start:start + _DELETE_BATCH]
-            with self._tx() as session:
-                kept = set(session.scalars(select(AlertRow.crop_path)
-                                           .where(AlertRow.crop_path.in_(chunk))))
-            for name in chunk:
-                if name not in kept:
-                    self.crops.remove(name)
-
     def _notify(self, record: AlertRecord) -> None:
         for listener in self._listeners:
             try:
@@ -299,11 +241,6 @@ def _page(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise StoreError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
     return limit
-
-
-def _delete_children(session: Session, ids: Sequence[str]) -> None:
-    session.execute(delete(ReviewRow).where(ReviewRow.alert_id.in_(ids)))
-    session.execute(delete(DeliveryRow).where(DeliveryRow.alert_id.in_(ids)))
 
 
 def _conditions(f: AlertFilter) -> list[ColumnElement[bool]]:
