@@ -42,13 +42,20 @@ def pending(entries: Sequence[Mapping[str, Any]], cursor: str | None) -> list[Ma
     return list(entries[ids.index(cursor) + 1:]) if cursor in ids else list(entries)
 
 
-def relay(store: WatchlistStore, store_id: str, publish: Callable[[dict[str, Any]], None],
-          flush: Callable[[], None]) -> int:
-    """Publish every unrelayed entry, flush, then advance the cursor; returns the count."""
+def relay(store: WatchlistStore, store_id: str,
+          publish: Callable[[dict[str, Any]], Callable[[], None]]) -> int:
+    """Publish every unrelayed entry, wait for the broker to acknowledge each, then
+    advance the cursor; returns the count.
+
+    `publish` sends one event and returns a `confirm()` that blocks until the broker has
+    it and raises if the send failed (a producer's `flush()` does not raise, so a lost
+    send would otherwise move the cursor past an entry nobody received). On any failure
+    the cursor stays where it was and the next run sends the batch again.
+    """
     todo = pending(store.audit_log(), store.audit_cursor())
-    for entry in todo:
-        publish(to_audit_event(entry, store_id))
+    confirmations = [publish(to_audit_event(entry, store_id)) for entry in todo]
+    for confirm in confirmations:
+        confirm()
     if todo:
-        flush()
         store.set_audit_cursor(str(todo[-1]["id"]))
     return len(todo)
