@@ -113,6 +113,9 @@ async def read_upload(request: Request, limits: ApiLimits, *, text: set[str],
             detail = f"too many images: at most {max_files} per request"
         raise HTTPException(400, f"multipart body refused: {detail}") from None
     try:
+        if not form.multi_items():
+            raise HTTPException(400, "empty multipart body: expected the fields "
+                                     f"{', '.join(sorted(text | {files}))}")
         return Upload(fields=_text_fields(form, text, files),
                       files=await _parts(form.getlist(files), files, limits, max_files))
     finally:
