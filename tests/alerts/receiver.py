@@ -70,14 +70,14 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
                 rx.release.wait(10)
                 return
             code = int(action.split(":")[0])
+            if code == 200 and key is not None:
+                with rx.lock:  # taken before the answer, as a receiver would; deduped on the key
+                    rx.accepted.setdefault(key, body)
             self.send_response(code)
             if ":" in action:
                 self.send_header("Retry-After", action.split(":")[1])
             self.send_header("Content-Length", "0")
             self.end_headers()
-            if code == 200 and key is not None:
-                with rx.lock:
-                    rx.accepted.setdefault(key, body)  # a receiver dedupes on the key
 
     return Handler
 
@@ -111,5 +111,5 @@ def sender(rx: Receiver, waits: list[float] | None = None, **kw: Any) -> Webhook
         time.sleep(min(s, 0.05))
 
     opts: dict[str, Any] = {"initial_wait_s": 0.01, "max_wait_s": 0.2, "jitter_s": 0.01,
-                            "timeout_s": 0.3, "sleep": sleep} | kw
+                            "timeout_s": 1.0, "sleep": sleep} | kw
     return WebhookSender(route(rx.url), **opts)
