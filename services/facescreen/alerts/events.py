@@ -13,7 +13,7 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import jsonschema
 
@@ -64,6 +64,14 @@ def alert_to_event(alert: Alert, detector: str, embedder: str) -> dict[str, Any]
         },
         "models": {"detector": detector, "embedder": embedder},
     }
+
+
+class AlertSink(Protocol):
+    """Where alert revisions go: JSON lines, the alert store, or both."""
+
+    def write(self, event: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class JsonLinesSink:

@@ -6,14 +6,18 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Mapping
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import start_http_server
 
-from facescreen.alerts.events import JsonLinesSink
+from facescreen.alerts.events import AlertSink, JsonLinesSink
 from facescreen.alerts.feedback import LocalFeedbackLog
+from facescreen.alerts.store import StoreError
+from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.cli.common import (
     CommandError,
     add_model_args,
@@ -21,10 +25,19 @@ from facescreen.cli.common import (
     build_analyzer,
     open_store,
     pipeline_config,
+    secret_value,
 )
 from facescreen.core.screening import ScreeningPolicy, SearchFn
+from facescreen.embedded.operator import (
+    OperatorSurface,
+    StoreSink,
+    alerts_db_url,
+    face_crop,
+    start_operator_surface,
+)
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions, RunStats
 from facescreen.ingest.sources import SourceSpec, parse_source
+from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import LocalWatchlistStore
 
@@ -52,6 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="drop live frames older than this many seconds instead of analysing "
                         "them late (default %(default)s)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--api", metavar="HOST:PORT",
+                   help="also serve the review API (OpenAPI at /openapi.json) and the dashboard "
+                        "at / ; keeps serving after file sources end, until Ctrl-C")
+    p.add_argument("--alerts-db", metavar="URL",
+                   help="with --api: the alert store (default sqlite:///DATA-DIR/alerts.db; "
+                        "postgresql+psycopg://... ; env:NAME or file:PATH keep it off ps)")
+    p.add_argument("--crops", action="store_true",
+                   help="with --api, opt-in: keep each alert's best face crop (0600, in "
+                        "DATA-DIR/crops, erased with the alert or the subject)")
     p.add_argument("--allow-empty-watchlist", action="store_true",
                    help="run even though no watchlist exists yet (nothing can alert until one "
                         "is enrolled: the watchlist is live)")
@@ -112,7 +134,8 @@ def screening_policies(args: argparse.Namespace,
             {name: with_flags(config.screening_policy(name)) for name in names})
 
 
-def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, float],
+def open_watchlist(args: argparse.Namespace) -> tuple[WatchlistStore, SearchFn,
+                                                     Mapping[str, float],
                                                      LocalFeedbackLog | None]:
     """A live search: a data directory is re-read when it changes or a subject expires; Redis
     is searched on every call. Reviewers' verdicts come from the data directory."""
@@ -121,16 +144,28 @@ def open_watchlist(args: argparse.Namespace) -> tuple[SearchFn, Mapping[str, flo
         live = LiveLocalWatchlist(store)
         feedback = LocalFeedbackLog(store.data_dir)
         feedback.skip_existing()
-        return live.search, live.thresholds, feedback
+        return store, live.search, live.thresholds, feedback
     search, thresholds = store.matcher()
-    return search, thresholds, None
+    return store, search, thresholds, None
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise CommandError(f"--api {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     check_run_args(args)
     specs = parse_sources(args)
     policy, per_source = screening_policies(args, [s.name for s in specs])
-    search, thresholds, feedback = open_watchlist(args)
+    if args.api is None and (args.alerts_db or args.crops):
+        raise CommandError("--alerts-db and --crops go with --api")
+    if args.crops and args.data_dir is None:
+        raise CommandError("--crops needs --data-dir (the crops are kept beside the watchlist)")
+    listen = parse_host_port(args.api) if args.api else None
+    store, search, thresholds, feedback = open_watchlist(args)
     if not thresholds:
         if not args.allow_empty_watchlist:
             raise CommandError("no watchlist exists yet, so nothing could alert: enrol a "
@@ -141,16 +176,35 @@ def cmd_run(args: argparse.Namespace) -> int:
             start_http_server(args.metrics_port, addr="127.0.0.1")
         except OSError as exc:
             raise CommandError(f"--metrics-port {args.metrics_port}: {exc.strerror}") from None
-    sink = JsonLinesSink(args.alerts_out)
+    analyzer = build_analyzer(args)
+    lines = JsonLinesSink(args.alerts_out)
+    sink: AlertSink = lines
     options = RunOptions(sources=specs, batch_size=args.batch, screening=policy,
                          per_source=per_source,
                          snapshot_dir=args.snapshots, max_reconnects=args.max_reconnects,
                          feedback=feedback, max_frame_age_s=args.max_frame_age)
-    pipeline = EmbeddedPipeline(build_analyzer(args), search, thresholds, sink, options)
+    surface = None
+    pipelines: list[EmbeddedPipeline] = []
+    if listen is not None:
+        surface = _start_surface(args, listen, store, analyzer,
+                                 lambda: pipelines[0].camera_status() if pipelines else [])
+        sink = StoreSink(lines, surface.store)
+        if args.crops:
+            keep = surface.store
+            options.crops = lambda alert, frame: keep.save_crop(
+                alert.alert_id, face_crop(frame.image, alert.box))
+    pipeline = EmbeddedPipeline(analyzer, search, thresholds, sink, options)
+    pipelines.append(pipeline)
+    interrupted = threading.Event()
     try:
-        stats = asyncio.run(_run_until_signal(pipeline))
+        stats = asyncio.run(_run_until_signal(pipeline, interrupted))
+        if surface is not None and not interrupted.is_set():
+            log.info("sources done (%s); serving %s until Ctrl-C", stats.line(), surface.url)
+            _wait_for_signal(interrupted)
     finally:
         sink.close()
+        if surface is not None:
+            surface.stop()
     log.info("done: %s", stats.line())
     if stats.errors and (stats.frames == 0 or len(stats.errors) >= len(specs)):
         # every source failed (some may have delivered frames before they did)
@@ -158,8 +212,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_until_signal(pipeline: EmbeddedPipeline) -> RunStats:
+def _start_surface(args: argparse.Namespace, listen: tuple[str, int], store: WatchlistStore,
+                   analyzer: FaceAnalyzer,
+                   cameras: Callable[[], list[dict[str, object]]]) -> OperatorSurface:
+    if args.data_dir is None and not args.alerts_db:
+        raise CommandError("--api with --store needs --alerts-db (no data directory for it)")
+    given = secret_value(args.alerts_db, "--alerts-db") if args.alerts_db else None
+    try:
+        surface = start_operator_surface(
+            host=listen[0], port=listen[1], db_url=alerts_db_url(args.data_dir, given),
+            data_dir=args.data_dir, watchlists=store, analyzer=lambda: analyzer,
+            cameras=cameras, crops_dir=args.data_dir / "crops" if args.crops else None)
+    except (StoreError, OSError, RuntimeError) as exc:
+        raise CommandError(f"--api: {str(exc).splitlines()[0]}") from None
+    print(f"dashboard: {surface.url}/  (API: {surface.url}/openapi.json)", file=sys.stderr,
+          flush=True)
+    return surface
+
+
+async def _run_until_signal(pipeline: EmbeddedPipeline, interrupted: threading.Event) -> RunStats:
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        interrupted.set()
+        pipeline.stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, pipeline.stop.set)
+        loop.add_signal_handler(sig, stop)
     return await pipeline.run()
+
+
+def _wait_for_signal(interrupted: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: interrupted.set())
+    while not interrupted.wait(0.5):
+        pass

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 from prometheus_client import Counter
 
-from facescreen.alerts.events import JsonLinesSink, alert_to_event
+from facescreen.alerts.events import AlertSink, alert_to_event
 from facescreen.alerts.feedback import LocalFeedbackLog
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.core.alerting import Alert
@@ -50,6 +50,7 @@ class RunOptions:
     max_reconnects: int | None = None
     feedback: LocalFeedbackLog | None = None  # reviewers' verdicts, read about once a second
     max_frame_age_s: float = 2.0  # live frames older than this are dropped, not analysed
+    crops: Callable[[Alert, Frame], None] | None = None  # opt-in: the alert's best face
 
 
 @dataclass
@@ -76,7 +77,7 @@ class EmbeddedPipeline:
     """decode -> detect -> quality -> embed -> match, for several sources at once."""
 
     def __init__(self, analyzer: FaceAnalyzer, search: SearchFn, thresholds: Mapping[str, float],
-                 sink: JsonLinesSink, options: RunOptions,
+                 sink: AlertSink, options: RunOptions,
                  on_frame: FrameCallback | None = None) -> None:
         self.analyzer = analyzer
         self.sink = sink
@@ -91,6 +92,8 @@ class EmbeddedPipeline:
         }
         self._finished: set[str] = set()
         self._feedback_read = 0.0
+        self._source_frames = {s.name: 0 for s in options.sources}
+        self._source_errors: dict[str, str] = {}
         self._models = (analyzer.config.detector.decoder, analyzer.config.embedder.name)
 
     async def run(self) -> RunStats:
@@ -133,6 +136,7 @@ class EmbeddedPipeline:
         except SourceError as exc:
             log.error("source %s stopped: %s", spec.name, exc)
             self.stats.errors.append(f"{spec.name}: {exc}")
+            self._source_errors[spec.name] = str(exc)
         finally:
             loop.call_soon_threadsafe(self._finish, spec.name)
 
@@ -210,6 +214,7 @@ class EmbeddedPipeline:
         decisions, alerts = screener.screen(faces, frame.index, frame.timestamp)
         passed = sum(f.embedding is not None for f in faces)
         self.stats.frames += 1
+        self._source_frames[frame.source] += 1
         self.stats.faces += len(faces)
         self.stats.faces_passed += passed
         FACES_SEEN.labels(frame.source).inc(len(faces))
@@ -225,9 +230,28 @@ class EmbeddedPipeline:
                 self.stats.alerts += 1
                 ALERTS.labels(alert.source, alert.watchlist).inc()
             self.sink.write(alert_to_event(alert, *self._models))
-            if (self.options.snapshot_dir is not None and frame is not None
-                    and alert.state != "closed" and alert.frame_index == frame.index):
-                save_snapshot(self.options.snapshot_dir, frame, alert)
+            best_face_here = (frame is not None and alert.state != "closed"
+                              and alert.frame_index == frame.index)
+            if best_face_here and frame is not None:
+                if self.options.snapshot_dir is not None:
+                    save_snapshot(self.options.snapshot_dir, frame, alert)
+                if self.options.crops is not None:
+                    self.options.crops(alert, frame)
+
+    def camera_status(self) -> list[dict[str, object]]:
+        """Each source as the operator sees it: running, finished or failed (and why)."""
+        out: list[dict[str, object]] = []
+        for spec in self.options.sources:
+            if spec.name in self._source_errors:
+                state = "failed"
+            elif spec.name in self._finished:
+                state = "finished"
+            else:
+                state = "running"
+            out.append({"name": spec.name, "uri": spec.display_uri, "live": spec.live,
+                        "state": state, "frames": self._source_frames[spec.name],
+                        "error": self._source_errors.get(spec.name)})
+        return out
 
     async def _status(self) -> None:
         interactive = sys.stderr.isatty()
