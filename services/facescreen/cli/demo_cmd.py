@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facescreen.alerts.store import AlertStore, sqlite_url
 from facescreen.cli import run_cmd
 from facescreen.cli.common import REPO_ROOT, actor, add_model_args, build_analyzer, open_store
 from facescreen.cli.run_cmd import cmd_run
@@ -26,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--enrol-frames", type=int, default=3, help="frames of cap12 to enrol")
     p.add_argument("--alerts-out", type=Path)
     p.add_argument("--snapshots", type=Path)
+    p.add_argument("--api", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="serve the dashboard and API here after the clip (default "
+                        "%(default)s; Ctrl-C stops); 'none' for the clip alone")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -48,6 +52,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
                         ("--snapshots", args.snapshots)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.api != "none":
+        argv += ["--api", args.api, "--crops"]
+        token_id, secret = _viewer_token(args.data_dir)
+        print(f"viewer token for the dashboard (shown once; revoke with 'facescreen tokens "
+              f"revoke --data-dir {args.data_dir} {token_id}'):\n  {secret}", flush=True)
     run_parser = argparse.ArgumentParser(prog="facescreen")
     run_cmd.register(run_parser.add_subparsers())
     return cmd_run(run_parser.parse_args(argv))
+
+
+def _viewer_token(data_dir: Path) -> tuple[str, str]:
+    """A new read-only token for the person trying the demo (stored hashed)."""
+    store = AlertStore(sqlite_url(data_dir))
+    try:
+        store.upgrade()
+        return store.create_token("demo viewer", "viewer")
+    finally:
+        store.close()
