@@ -128,11 +128,18 @@ class AccessTokenFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_QUERY_SECRET.sub(r"\1***", a) if isinstance(a, str) else a
-                                for a in record.args)
+            record.args = tuple(_masked(a) for a in record.args)
         if isinstance(record.msg, str):
             record.msg = _QUERY_SECRET.sub(r"\1***", record.msg)
         return True
+
+
+def _masked(arg: object) -> object:
+    """The argument, or its text with the secret masked (URL objects included)."""
+    if isinstance(arg, int | float) or arg is None:
+        return arg
+    text = str(arg)
+    return _QUERY_SECRET.sub(r"\1***", text) if "access_token=" in text.lower() else arg
 
 
 def install_log_filter() -> None:
