@@ -158,3 +158,18 @@ def test_alerts_reject_cli_records_and_audits(cap12_dir: Path,
     assert main(["alerts", "reject", "--data-dir", str(cap12_dir), alert_id,
                  "--bootstrap", "127.0.0.1:9"]) == 2  # no --camera: one line, exit 2
     assert "--camera" in capsys.readouterr().err
+
+
+def test_a_stale_calibration_is_warned_about_when_the_index_loads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = _store(tmp_path)
+    vec = np.zeros(DIM, np.float32)
+    vec[0] = 1.0
+    store.add_subject("s1", "w", [("a.png", 0.9, vec)], actor="t")
+    store.set_watchlist("w", actor="t", threshold=0.9,
+                        calibration={"gallery_size": 1, "max_growth": 0.2})
+    LiveLocalWatchlist(store)
+    assert "calibration stale" not in caplog.text
+    store.add_subject("s2", "w", [("b.png", 0.9, vec)], actor="t")  # 1 -> 2 templates
+    LiveLocalWatchlist(store)
+    assert "calibration stale" in caplog.text

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from facescreen.core.matching import Candidate, GalleryIndex
 from facescreen.core.types import FloatArray
-from facescreen.watchlist.store import LocalWatchlistStore
+from facescreen.watchlist.store import LocalWatchlistStore, stale_calibrations
 
 log = logging.getLogger("facescreen.watchlist.live")
 _FILES = ("watchlist.json", "embeddings.npz")
@@ -64,6 +64,11 @@ class LiveLocalWatchlist:
         self.reloads += 1
         log.info("watchlist loaded", extra={"fields": {
             "watchlists": sorted(self.thresholds), "templates": len(self.index)}})
+        stale = stale_calibrations(self._store.watchlists(), self._store.subjects(), now)
+        if stale:
+            log.warning("calibration stale: the gallery grew since the threshold was set; "
+                        "run 'facescreen watchlist calibrate' again", extra={"fields": {
+                            "watchlists": stale}})
 
     def refresh(self) -> None:
         """Rebuild if a subject expired or, at most every `check_every_s`, if files changed."""

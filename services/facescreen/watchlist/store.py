@@ -121,6 +121,13 @@ def calibration_stale(watchlist: Watchlist, gallery_size: int) -> bool:
                     float(record.get("max_growth", DEFAULT_MAX_GROWTH)))
 
 
+def stale_calibrations(watchlists: dict[str, Watchlist], subjects: dict[str, Subject],
+                       now: float | None = None) -> list[str]:
+    """The lists whose calibrated threshold no longer holds for their gallery size."""
+    return sorted(name for name, wl in watchlists.items()
+                  if calibration_stale(wl, gallery_size(subjects, name, now)))
+
+
 @dataclass
 class _State:
     embedder: str
