@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 LIMIT = 2_000_000
-FUZZ = settings(max_examples=1500, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=800, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
