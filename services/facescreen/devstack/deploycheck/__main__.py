@@ -22,7 +22,7 @@ from facescreen.devstack.deploycheck import compose, dockerfile, manifests, poli
 
 REPO = Path(__file__).resolve().parents[4]
 # Compose interpolates required variables; the check gives them placeholder values.
-COMPOSE_ENV = {"GRAFANA_ADMIN_PASSWORD": "placeholder-for-validation"}
+COMPOSE_ENV = {"GRAFANA_ADMIN_PASSWORD": "placeholder", "POSTGRES_PASSWORD": "placeholder"}
 
 
 def run(repo: Path, crd_root: Path, deploy_venv: Path) -> list[str]:

@@ -45,8 +45,9 @@ def compose_config(compose_bin: Path, compose_file: Path, env: Mapping[str, str]
 
 
 def check_compose(resolved: dict[str, Any], raw_text: str) -> list[Violation]:
-    """House rules on a resolved compose file; `raw_text` is the file as written (its
-    interpolations, e.g. `${GRAFANA_ADMIN_PASSWORD:?...}`, are what keeps secrets out)."""
+    """House rules on a compose file: `resolved` is Compose's `config` output, `raw_text`
+    the file as written. Credentials are looked for in what is written (where `${VAR}`
+    interpolation keeps them out) and in what env_files bring in."""
     problems: list[Violation] = []
     raw = yaml.safe_load(raw_text) or {}
     raw_services = raw.get("services") or {}
@@ -59,15 +60,32 @@ def check_compose(resolved: dict[str, Any], raw_text: str) -> list[Violation]:
             why = image_problem(str(image))
             if why:
                 problems.append(Violation("image-tag", where, why))
-        written = (raw_services.get(name) or {}).get("environment") or {}
-        if isinstance(written, list):
-            written = dict(item.partition("=")[::2] for item in written)
+        written_service = raw_services.get(name) or {}
+        written = _environment(written_service.get("environment"))
         for key, value in written.items():
             text = "" if value is None else str(value)
             if SECRET_NAME.search(str(key)) and text and not text.startswith("${"):
                 problems.append(Violation("inline-secret", where,
                                           f"environment {key} is written in the file: "
                                           "interpolate it (${VAR:?...}) or use an env_file"))
-        for path, why in secret_strings(service):
+        from_files = {k: v for k, v in _environment(service.get("environment")).items()
+                      if k not in written and k not in _anchored_keys(raw, written_service)}
+        for path, why in [*secret_strings(written_service), *secret_strings(from_files)]:
             problems.append(Violation("inline-secret", where, f"{path}: {why}"))
     return problems
+
+
+def _environment(value: Any) -> dict[str, Any]:
+    if isinstance(value, list):
+        return dict(str(item).partition("=")[::2] for item in value)
+    return dict(value or {})
+
+
+def _anchored_keys(raw: dict[str, Any], service: dict[str, Any]) -> set[str]:
+    """Environment keys a service inherits through YAML merge keys (already in `service`
+    after safe_load) or x- extension blocks: written in the file, not from an env_file."""
+    keys = set(_environment(service.get("environment")))
+    for key, block in raw.items():
+        if str(key).startswith("x-") and isinstance(block, dict):
+            keys |= set(_environment(block.get("environment")))
+    return keys

@@ -37,7 +37,9 @@ from facescreen.devstack.deploycheck.manifests import (
 
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|PASSPHRASE|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|"
                          r"CREDENTIAL|ACCESS_?KEY)", re.IGNORECASE)
-URL_CREDENTIAL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# user:password@ in a URL, unless the password is a reference ($(VAR) in Kubernetes,
+# ${VAR} in compose) that is filled from a Secret or the environment at run time.
+URL_CREDENTIAL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:(?!\$)[^/\s@]+@", re.IGNORECASE)
 PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 ALL_RULES = ("no-root", "read-only-root", "resources", "image-tag", "probes", "inline-secret",
              "default-deny")
