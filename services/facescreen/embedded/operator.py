@@ -21,6 +21,7 @@ import cv2
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.alerts.feedback import LocalFeedbackLog
 from facescreen.alerts.store import AlertStore, StoreError, sqlite_url
+from facescreen.alerts.webhook_dispatch import WebhookDispatcher
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.api.app import create_app
 from facescreen.api.context import ApiContext
@@ -35,18 +36,24 @@ class StoreSink:
     """JSON lines as before, and every revision into the alert store (a store failure is
     logged and the line is still written: the JSON stream stays the record of last resort)."""
 
-    def __init__(self, lines: JsonLinesSink, store: AlertStore) -> None:
-        self._lines, self._store = lines, store
+    def __init__(self, lines: JsonLinesSink, store: AlertStore,
+                 webhooks: WebhookDispatcher | None = None) -> None:
+        self._lines, self._store, self._webhooks = lines, store, webhooks
 
     def write(self, event: dict[str, Any]) -> None:
         self._lines.write(event)
         try:
-            self._store.ingest(event)
+            changed = self._store.ingest(event)
         except StoreError as exc:
             log.error("alert %s not stored: %s", event.get("alert_id"), exc)
+            return
+        if changed and self._webhooks is not None:
+            self._webhooks.submit(event)
 
     def close(self) -> None:
         self._lines.close()
+        if self._webhooks is not None:
+            self._webhooks.close()
 
 
 def face_crop(image: ImageBGR, box: Sequence[float], margin: float = 0.3) -> bytes:
