@@ -6,8 +6,8 @@ on (docs/benchmarks.md). What `auto` does, and why:
 
 - OpenVINO where the CPU has AVX-512 (measured faster than ONNX Runtime there, fp32 and
   int8, at static shapes); ONNX Runtime elsewhere, or where OpenVINO is not installed.
-- precision: int8 where the CPU has VNNI or AMX-int8 and the quantised models are built
-  (they pass the parity gates in tests/analyzer); else bf16 where it has AMX-bf16 (bf16
+- precision: int8 where the CPU has VNNI or AMX-int8 and the int8 embedder is built (it
+  passes the parity gates in tests/analyzer; the detector stays fp32); else bf16 where it has AMX-bf16 (bf16
   through AVX512_BF16 alone was measured *slower* than fp32); else fp32.
 
 An explicit choice is honoured or refused with a reason; only `auto` falls back.
@@ -93,7 +93,7 @@ def resolve(config: PipelineConfig, root: Path,
     int8 = ModelPaths.int8(config.detector, config.embedder, root)
     choice = choose(config.inference, cpu_flags() if flags is None else flags,
                     openvino=openvino_installed(),
-                    int8_built=int8.detector.exists() and int8.embedder.exists())
+                    int8_built=int8.embedder.exists())
     paths = int8 if choice.precision == "int8" else ModelPaths.fp32(config.detector,
                                                                     config.embedder, root)
     return choice, paths
