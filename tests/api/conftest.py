@@ -24,6 +24,7 @@ from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.api import ApiContext, ApiLimits, create_app
 from facescreen.api.server import ApiServer
 from facescreen.models import sources
+from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
 
 from tests.infra import missing
@@ -53,9 +54,11 @@ class Api:
 
 
 def make_context(data_dir: Path, alerts: AlertStore, analyzer: FaceAnalyzer,
-                 limits: ApiLimits | None = None, **ctx_kw: Any) -> ApiContext:
-    watchlists = LocalWatchlistStore(data_dir, embedder=analyzer.config.embedder.name,
-                                     dim=analyzer.config.embedder.dim)
+                 limits: ApiLimits | None = None, *, watchlists: WatchlistStore | None = None,
+                 **ctx_kw: Any) -> ApiContext:
+    if watchlists is None:
+        watchlists = LocalWatchlistStore(data_dir, embedder=analyzer.config.embedder.name,
+                                         dim=analyzer.config.embedder.dim)
     return ApiContext(alerts=alerts, watchlists=watchlists, analyzer=lambda: analyzer,
                       feedback=LocalFeedbackLog(data_dir).append,
                       cameras=lambda: [{"name": "cam1", "state": "running", "fps": 5.0}],

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.api import ApiLimits
+from facescreen.watchlist.redis_store import RedisWatchlistStore
 
 from tests.api.conftest import Api, alert_doc, enrol, photo, running_api
+from tests.distributed.fixtures_redis import redis_url, valkey, valkey_server
+
+__all__ = ["redis_url", "valkey", "valkey_server"]
 
 JPEG = "image/jpeg"
 
@@ -70,6 +74,26 @@ def test_erasure_removes_templates_alerts_and_crops(any_db: Api) -> None:
     assert api.call("DELETE", "/api/v1/subjects/franck").status_code == 404
     found = search(api, "franck_02159.jpg").json()["faces"][0]["candidates"]
     assert [c["subject_id"] for c in found] == ["audrey"]
+
+
+def test_distributed_stores_enrol_search_erase(tmp_path: Path, analyzer: FaceAnalyzer,
+                                              pg_url: str, redis_url: str) -> None:
+    """The distributed combination: PostgreSQL alerts, Redis watchlist (RediSearch KNN)."""
+    e = analyzer.config.embedder
+    with RedisWatchlistStore(redis_url, embedder=e.name, dim=e.dim) as redis_store, \
+            running_api(tmp_path, pg_url, analyzer, watchlists=redis_store) as api:
+        assert enrol(api, "franck", ["franck_01829.jpg", "franck_02045.jpg"]).status_code == 201
+        assert enrol(api, "cage", ["cage.jpg"]).status_code == 201
+        api.ctx.alerts.ingest(alert_doc(subject="franck"))
+        (face,) = search(api, "franck_02159.jpg").json()["faces"]
+        assert [c["subject_id"] for c in face["candidates"]] == ["franck", "cage"]
+        report = api.call("DELETE", "/api/v1/subjects/franck").json()
+        assert (report["templates_removed"], report["alerts_removed"]) == (2, 1)
+        assert report["audit_entry_id"] and "-" in report["audit_entry_id"]  # a stream id
+        assert "franck" not in redis_store.subjects()
+        (face,) = search(api, "franck_02159.jpg").json()["faces"]
+        assert [c["subject_id"] for c in face["candidates"]] == ["cage"]
+        assert api.ctx.alerts.list(limit=10)[0] == []
 
 
 def test_search_finds_the_enrolled_man_and_is_audited(api: Api) -> None:
