@@ -68,12 +68,12 @@ def parse_alert(ref: MessageRef) -> dict[str, Any]:
     return doc
 
 
-def store_message(store: AlertStore, ref: MessageRef) -> bool:
-    """Ingest one message: True if the store changed. DeadLetter for a bad message;
-    StoreUnavailable passes through (the message is fine, the database is not)."""
+def store_message(store: AlertStore, ref: MessageRef) -> dict[str, Any] | None:
+    """Ingest one message: its document if the store changed, else None. DeadLetter for a
+    bad message; StoreUnavailable passes through (the message is fine, the database not)."""
     doc = parse_alert(ref)
     try:
-        return store.ingest(doc)
+        return doc if store.ingest(doc) else None
     except InvalidAlert as exc:
         raise DeadLetter("invalid_alert", str(exc)) from None
 
@@ -83,8 +83,10 @@ class AlertStoreConsumer:
 
     def __init__(self, store: AlertStore, settings: ConsumerSettings,
                  readiness: Readiness | None = None,
-                 sleep: Callable[[float], bool] | None = None) -> None:
+                 sleep: Callable[[float], bool] | None = None,
+                 on_stored: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.store = store
+        self.on_stored = on_stored  # e.g. the webhook dispatcher's submit
         self.settings = settings
         self.readiness = readiness or Readiness("broker", "database")
         self.stop = threading.Event()
@@ -143,8 +145,11 @@ class AlertStoreConsumer:
                 ref = MessageRef(record.topic, record.partition, record.offset, record.key,
                                  record.value, list(record.headers or []))
                 try:
-                    outcome = "stored" if store_message(self.store, ref) else "unchanged"
+                    stored = store_message(self.store, ref)
+                    outcome = "stored" if stored is not None else "unchanged"
                     self.readiness.mark("database", True)
+                    if stored is not None and self.on_stored is not None:
+                        self.on_stored(stored)
                 except StoreUnavailable as exc:
                     self.readiness.mark("database", False)
                     log.warning("database unavailable, will retry: %s", exc)

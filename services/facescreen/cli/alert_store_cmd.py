@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="address of /metrics, /healthz, /readyz (0.0.0.0 in containers)")
     p.add_argument("--http-port", type=int, default=DEFAULT_HTTP_PORT,
                    help=f"port of /metrics, /healthz, /readyz (default {DEFAULT_HTTP_PORT})")
+    p.add_argument("--webhooks", type=Path, metavar="FILE.toml",
+                   help="deliver stored revisions to each watchlist's route ([webhooks.NAME] "
+                        "url, secret_env), HMAC-signed, retried, recorded in the store")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(handler=cmd_alert_store)
 
@@ -97,6 +100,7 @@ def cmd_alert_store(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"cannot serve health endpoints on {args.http_host}:"
                            f"{args.http_port}: {exc.strerror or exc}") from None
+    hooks = None
     try:
         try:
             require_topics(args.bootstrap, bus, ("alerts", "dead_letter"))
@@ -105,7 +109,9 @@ def cmd_alert_store(args: argparse.Namespace) -> int:
         settings = ConsumerSettings(bootstrap=bootstrap, bus=bus,
                                     group=args.group or f"{args.topic_prefix}facescreen-alert-store",
                                     session_timeout_s=args.session_timeout)
-        consumer = AlertStoreConsumer(store, settings, readiness)
+        hooks = _webhooks(args.webhooks, store)
+        consumer = AlertStoreConsumer(store, settings, readiness,
+                                      on_stored=None if hooks is None else hooks.submit)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: consumer.stop.set())
         log.info("starting", extra={"fields": {"service": "alert-store", "db": store.url,
@@ -113,8 +119,22 @@ def cmd_alert_store(args: argparse.Namespace) -> int:
                                                "http_port": health.port}})
         return consumer.run()
     finally:
+        if hooks is not None:
+            hooks.close()
         health.stop()
         store.close()
+
+
+def _webhooks(path: Path | None, store: Any) -> Any:
+    if path is None:
+        return None
+    from facescreen.alerts.webhook_dispatch import WebhookDispatcher
+    from facescreen.alerts.webhook_routes import WebhookConfigError
+
+    try:
+        return WebhookDispatcher.from_file(path, store).start()
+    except (WebhookConfigError, OSError) as exc:
+        raise CommandError(f"--webhooks: {exc}") from None
 
 
 def register_purge(cmds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
