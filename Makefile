@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: setup models run test lint bench eval system-deps triton-env clean
+.PHONY: setup models run test lint bench eval system-deps triton-env deploy-env clean
 
 setup: $(STAMP)
 
@@ -29,11 +29,14 @@ system-deps:
 triton-env:
 	bash scripts/setup-triton-env.sh
 
+deploy-env:
+	bash scripts/setup-deploy-env.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
 
-test: models system-deps triton-env lint
+test: models system-deps triton-env deploy-env lint
 	$(BIN)/pytest
 
 bench: models
@@ -41,4 +44,4 @@ bench: models
 	$(BIN)/python bench/screening_accuracy.py --json docs/figures/screening_accuracy.json
 
 clean:
-	rm -rf $(VENV) .venv-triton .cache triton_models/*/1/model.onnx
+	rm -rf $(VENV) .venv-triton .venv-deploy .cache triton_models/*/1/model.onnx
