@@ -11,6 +11,7 @@ from facescreen.analyzer.backends import ModelMissingError
 from facescreen.cli import (
     alert_store_cmd,
     alerts_cmd,
+    api_cmd,
     demo_cmd,
     eval_cmd,
     models_cmd,
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     watchlist_cmd.register(sub)
     alerts_cmd.register(sub)
+    api_cmd.register(sub)
     models_cmd.register(sub)
     eval_cmd.register(sub)
     demo_cmd.register(sub)
