@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0 in containers)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--retention", metavar="AGE", help="purge alerts older than this (e.g. 30d)")
+    p.add_argument("--camera-metrics", action="append", default=[], metavar="URL",
+                   help="an ingest worker's /metrics, for camera status (repeatable)")
     p.add_argument("--poll", type=float, default=1.0,
                    help="seconds between looks at the store for changes made by other "
                         "processes (the live stream's delay)")
@@ -67,9 +69,12 @@ def cmd_api(args: argparse.Namespace) -> int:
     except (StoreError, ValueError) as exc:
         raise CommandError(str(exc).splitlines()[0]) from None
     watchlists = open_store(args, remote=True)
+    from facescreen.api.camera_status import MetricsCameraStatus
+
     ctx = ApiContext(alerts=store, watchlists=watchlists, analyzer=lambda: build_analyzer(args),
                      feedback=_feedback_sink(args), retention_s=retention,
-                     poll_changes_s=args.poll)
+                     poll_changes_s=args.poll,
+                     cameras=MetricsCameraStatus(args.camera_metrics))
     log.info("serving", extra={"fields": {"host": args.host, "port": args.port}})
     try:
         serve(create_app(ctx), args.host, args.port)
