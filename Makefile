@@ -40,8 +40,9 @@ test: models system-deps triton-env deploy-env lint
 	$(BIN)/pytest
 
 bench: models
-	$(BIN)/python bench/embedded_throughput.py --json docs/figures/embedded_throughput.json
+	$(BIN)/python bench/embedded_throughput.py --json docs/figures/bench_embedded.json
 	$(BIN)/python bench/screening_accuracy.py --json docs/figures/screening_accuracy.json
+	$(BIN)/python bench/write_benchmarks.py
 
 clean:
 	rm -rf $(VENV) .venv-triton .venv-deploy .cache triton_models/*/1/model.onnx
