@@ -42,6 +42,7 @@ test: models system-deps triton-env deploy-env lint
 bench: models
 	$(BIN)/python bench/embedded_throughput.py --json docs/figures/bench_embedded.json
 	$(BIN)/python bench/screening_accuracy.py --json docs/figures/screening_accuracy.json
+	$(BIN)/python bench/runtime_gates.py --json docs/figures/bench_gates.json
 	$(BIN)/python bench/write_benchmarks.py
 
 clean:

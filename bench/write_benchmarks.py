@@ -83,6 +83,26 @@ def embedded(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gates(data: dict[str, Any]) -> list[str]:
+    g = data["gates"]
+    lines = ["## Accuracy gates per runtime", "",
+             f"Command: `{data['command']}`. Gates against ONNX Runtime fp32: LFW 10-fold "
+             f"accuracy within {g['lfw_points']} points, WIDER recall within "
+             f"{g['wider_points']} point. `openvino-int8-detector` is the rejected variant "
+             "(the detector quantised like the embedder); `int8` configurations ship with the "
+             "detector in fp32.", ""]
+    lines += _machine(data)
+    lines += ["| configuration | LFW accuracy % | vs fp32 (points) | WIDER recall % | "
+              "vs fp32 (points) | passes |", "|---|---:|---:|---:|---:|---|"]
+    for name, row in data["configs"].items():
+        lines.append(f"| {name} | {100 * row['lfw_accuracy']:.2f} | "
+                     f"{row['lfw_points_vs_fp32']:+.2f} | {100 * row['wider_recall']:.2f} | "
+                     f"{row['wider_points_vs_fp32']:+.2f} | {'yes' if row['passes'] else 'no'} |")
+    first = next(iter(data["configs"].values()))
+    lines += ["", f"LFW pairs: {first['lfw_pairs']}; WIDER images: {first['wider_images']}.", ""]
+    return lines
+
+
 def generic(name: str, data: dict[str, Any]) -> list[str]:
     lines = [f"## {name}", ""]
     if "command" in data:
@@ -97,7 +117,8 @@ def generic(name: str, data: dict[str, Any]) -> list[str]:
     return lines
 
 
-KNOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {"bench_embedded.json": embedded}
+KNOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {"bench_embedded.json": embedded,
+                                                            "bench_gates.json": gates}
 
 
 def render(figures: Path) -> str:
