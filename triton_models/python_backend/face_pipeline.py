@@ -53,11 +53,12 @@ class TritonPythonModel:
                 path = Path(entry) if Path(entry).is_absolute() else version_dir / entry
                 sys.path.insert(0, str(path))
         # imported here: the core is found only once python_path is on sys.path
+        from facescreen.config.pipeline import load_pipeline_config
         from facescreen.core import alignment, detection, quality, specs
 
         self._det, self._align, self._quality, self._specs = detection, alignment, quality, specs
         toml = params.get("pipeline_config") or ""
-        self.config = (specs.PipelineConfig.from_toml(version_dir / toml) if toml
+        self.config = (load_pipeline_config(version_dir / toml) if toml
                        else specs.PipelineConfig())
         self.detector = params.get("detector_model") or "detector"
         self.embedder = params.get("embedder_model") or "embedder"

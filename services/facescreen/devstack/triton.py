@@ -30,8 +30,9 @@ PYTHON_BACKEND = REPO / "triton_models" / "python_backend"
 ONNX_MODELS = ("detector", "embedder")
 PIPELINE_MODEL = "face_pipeline"
 # The parts of the package that face_pipeline imports inside the server (numpy + cv2 only).
-_CORE_FILES = ("__init__.py", "types.py", "specs.py", "detection.py", "alignment.py",
-               "quality.py")
+# face_pipeline runs the pure core and the config loader (specs pulls in the decision
+# policies, so the whole core goes: numpy, scipy and pydantic are in the Triton venv).
+_LIB_PACKAGES = ("core", "config")
 
 
 class TritonEnvError(RuntimeError):
@@ -202,11 +203,13 @@ def build_cpu_repository(models_root: Path, out: Path, *, pipeline_toml: Path | 
     version = out / PIPELINE_MODEL / "1"
     lib = version / "lib" / "facescreen"
     shutil.rmtree(version / "lib", ignore_errors=True)
-    (lib / "core").mkdir(parents=True)
     package = Path(facescreen.__file__).resolve().parent
+    lib.mkdir(parents=True)
     shutil.copyfile(package / "__init__.py", lib / "__init__.py")
-    for name in _CORE_FILES:
-        shutil.copyfile(package / "core" / name, lib / "core" / name)
+    for sub in _LIB_PACKAGES:
+        (lib / sub).mkdir()
+        for source in (package / sub).glob("*.py"):
+            shutil.copyfile(source, lib / sub / source.name)
     shutil.copyfile(PYTHON_BACKEND / "face_pipeline.py", version / "model.py")
     toml = ""
     if pipeline_toml is not None:
