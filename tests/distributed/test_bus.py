@@ -176,6 +176,12 @@ def test_configuration_files(tmp_path: Path) -> None:
     assert bus.with_prefix("p.").alerts.name == "p.facescreen.alerts"
     with pytest.raises(ValueError, match="unknown key"):
         BusConfig.from_mapping({"frame": {}})
+    # feedback and the matcher's state follow the faces topic's partitions, or refuse.
+    six = BusConfig.from_mapping({"faces": {"partitions": 6}})
+    assert six.feedback.partitions == six.matcher_state.partitions == 6
+    assert six.matcher_state.kafka_configs()["cleanup.policy"] == "compact,delete"
+    with pytest.raises(ValueError, match="co-partitioned"):
+        BusConfig.from_mapping({"faces": {"partitions": 6}, "feedback": {"partitions": 3}})
     ok = IngestConfig.from_mapping({"cameras": [{"name": "a", "uri": "a.mp4", "fps": 5}]})
     assert ok.cameras[0].fps == 5.0 and ok.cameras[0].jpeg_quality == 90
     bad = [

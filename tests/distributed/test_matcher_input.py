@@ -172,3 +172,54 @@ def test_an_alert_that_fails_its_own_schema_is_dead_lettered() -> None:
     assert out.alerts == [] and out.letter is not None
     assert out.letter.reason == "invalid_output"
     assert "ValidationError" in out.letter.detail
+
+
+def test_a_saved_camera_state_continues_in_another_matcher() -> None:
+    """What the table holds is enough: a second matcher given the saved bytes continues
+    the track (no second alert id), skips what was screened, and keeps a seq jump."""
+    first = _matcher()
+    saved, opened = None, []
+    for seq in range(4):
+        out = first.process(_ref(dumps(_doc(seq, captured_at=seq / 5)), seq))
+        saved = out.state or saved
+        opened += [a.alert_id for a in out.alerts if a.state == "open"]
+    assert saved is not None and json.loads(saved)["last_seq"] == 3 and len(opened) == 1
+    second = _matcher()
+    assert second.process(_ref(dumps(_doc(3)), 3), saved).duplicate
+    later = [second.process(_ref(dumps(_doc(4, captured_at=0.8)), 4), saved)]
+    for n, seq in enumerate(range(5, 9)):  # nobody in view: the track ends
+        later.append(second.process(_ref(dumps(_doc(seq, faces=[], captured_at=4.0 + 3 * n)),
+                                         seq), saved))
+    revisions = [(a.state, a.alert_id) for out in later for a in out.alerts]
+    assert ("closed", opened[0]) in revisions
+    assert all(alert_id == opened[0] for _, alert_id in revisions)
+    assert "open" not in {state for state, _ in revisions}
+    # An unreadable saved state starts the camera afresh instead of failing every event.
+    fresh = _matcher().process(_ref(dumps(_doc(9)), 9), b'{"version": 99}')
+    assert fresh.letter is None and fresh.state is not None
+
+
+def test_feedback_messages_are_checked_before_they_reach_a_screener() -> None:
+    from facescreen.alerts.feedback import feedback_to_doc, new_feedback
+
+    matcher = _matcher()
+    good = feedback_to_doc(new_feedback("00000000-0000-4000-8000-000000000000",
+                                        actor="r", camera="cam"))
+    cases = {
+        "oversized": b"{" + b" " * 70_000 + b"}",
+        "invalid_json": b"{nope",
+        "too_deep": b"[" * 50 + b"]" * 50,
+        "invalid_feedback": dumps({**good, "verdict": "accept"}),
+        "key_mismatch": dumps({**good, "camera": "other"}),
+    }
+    for reason, value in cases.items():
+        out = matcher.feedback(_ref(value))
+        assert out.letter is not None and out.letter.reason == reason, (reason, out.letter)
+    assert _reason_of(matcher, {**good, "camera": None}) == "invalid_feedback"
+    unknown = matcher.feedback(_ref(dumps(good)))
+    assert unknown.letter is None and not unknown.applied
+
+
+def _reason_of(matcher: FaceEventMatcher, doc: dict[str, Any]) -> str | None:
+    out = matcher.feedback(_ref(dumps(doc)))
+    return None if out.letter is None else out.letter.reason

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from facescreen.bus.codecs import FrameMeta, build_face_event, dumps
+from facescreen.bus.faustapp import key_partition
 from facescreen.core.alignment import l2_normalise
 from facescreen.core.types import Detection, Face, Quality
 from facescreen.devstack.process import ServerProcess, free_port
@@ -160,6 +161,12 @@ def test_each_poison_message_is_dead_lettered_and_the_camera_still_alerts(
         bad[cam.send(producer, faces_topic, value)] = (name, reason)
         for seq in range(1, 4):  # the subject walks in: a new track, an alert
             cam.send(producer, faces_topic, dumps(cam.event(seq, [face(SUBJECT, dx=seq)])))
+    # A good event on a partition its key does not hash to: its camera's state is not here.
+    stray = Camera("stray-cam")
+    home = key_partition(stray.name.encode(), single.topics.bus.faces.partitions)
+    md = producer.send(faces_topic, key=stray.name.encode(), partition=(home + 1) % 12,
+                       value=dumps(stray.event(0, [face(SUBJECT)]))).get(10)
+    bad[(md.partition, md.offset)] = ("stray", "wrong_partition")
     producer.close()
     started = time.monotonic()
 
@@ -227,3 +234,75 @@ def test_a_matcher_whose_dead_letters_the_broker_refuses_is_not_ready_and_exits_
         assert "cannot make progress" in server.log_path.read_text()
     finally:
         server.stop()
+
+
+def test_a_reviewers_rejection_reaches_the_cameras_screener_and_is_kept(
+        single: Single) -> None:
+    """'Not this person' on a camera's alert: when the same face comes back after the
+    cooldown, that camera does not alert again (a control camera, same faces and no
+    verdict, does); bad verdicts are dead-lettered; unknown alerts are counted."""
+    from facescreen.alerts.feedback import new_feedback
+    from facescreen.bus.feedback_publish import publish_feedback
+    from kafka import KafkaProducer
+
+    topics = single.topics
+    rejected, control = Camera("fb-cam"), Camera("fb-ctrl")
+    producer = KafkaProducer(bootstrap_servers=topics.bootstrap)
+
+    def visit(cam: Camera, seqs: range, t0: float) -> None:
+        for i, seq in enumerate(seqs):
+            doc = cam.event(seq, [face(SUBJECT, dx=i)], captured_at=t0 + i / 5.0)
+            cam.send(producer, topics.bus.faces.name, dumps(doc))
+        producer.flush()
+
+    for cam in (rejected, control):
+        visit(cam, range(0, 4), 0.0)
+    alert_id = wait_for("the first alert", lambda: opened_alerts(topics, "fb-cam"))[0][
+        "alert_id"]
+    applied = metric(single.port, "facescreen_matcher_feedback_total", outcome="applied")
+    publish_feedback([topics.bootstrap], topics.prefix,
+                     new_feedback(alert_id, actor="reviewer-1", camera="fb-cam"))
+    wait_for("the verdict applied", lambda: metric(
+        single.port, "facescreen_matcher_feedback_total", outcome="applied") > applied)
+    unknown = metric(single.port, "facescreen_matcher_feedback_total", outcome="unknown_alert")
+    publish_feedback([topics.bootstrap], topics.prefix, new_feedback(
+        "00000000-0000-4000-8000-000000000000", actor="reviewer-1", camera="fb-cam"))
+    md = producer.send(topics.bus.feedback.name, key=b"fb-cam", value=b"{not json").get(10)
+    # The person leaves (the tracks end), then comes back after the cooldown (30 s).
+    for cam in (rejected, control):
+        for n, seq in enumerate(range(4, 8)):
+            cam.send(producer, topics.bus.faces.name,
+                     dumps(cam.event(seq, [], captured_at=4.0 + 3.0 * n)))
+        visit(cam, range(8, 12), 60.0)
+    wait_for("the control camera's second alert",
+             lambda: len(opened_alerts(topics, "fb-ctrl")) == 2 or None)
+    wait_for("the unknown alert counted", lambda: metric(
+        single.port, "facescreen_matcher_feedback_total", outcome="unknown_alert") > unknown)
+    letters = wait_for("the bad verdict's dead letter",
+                       lambda: {k: v for k, v in dead_letters(topics).items()
+                                if v["source"]["topic"] == topics.bus.feedback.name} or None)
+    assert [v["reason"] for k, v in letters.items() if k == (md.partition, md.offset)] == [
+        "invalid_json"]
+    wait_for("the rejected camera's last event screened",
+             lambda: alerts_after(topics, "fb-cam", 11) or None, timeout_s=30)
+    assert [a["alert_id"] for a in opened_alerts(topics, "fb-cam")] == [alert_id]
+
+
+def alerts_after(topics: TestTopics, camera: str, seq: int) -> bool:
+    """The matcher has committed the camera's face event of `seq` (it was screened)."""
+    from kafka.admin import KafkaAdminClient
+
+    cam_events = [r for r in read_topic(topics.bootstrap, topics.bus.faces.name,
+                                        camera.encode())
+                  if json.loads(r.value).get("seq") == seq]
+    if not cam_events:
+        return False
+    record = cam_events[-1]
+    group = f"{topics.prefix}facescreen-matcher"
+    admin = KafkaAdminClient(bootstrap_servers=topics.bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group)[group]
+    finally:
+        admin.close()
+    return any(tp.topic == record.topic and tp.partition == record.partition
+               and meta.offset > record.offset for tp, meta in offsets.items())

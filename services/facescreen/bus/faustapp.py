@@ -47,11 +47,13 @@ class FaustTuning:
 
 
 def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
-             max_request_bytes: int = 1_048_576) -> faust.App:
+             max_request_bytes: int = 1_048_576, compression: str | None = None) -> faust.App:
     """A Faust app that never declares topics (they are created explicitly) and has no web.
 
     Its tables live in memory; Faust still wants a data directory, which goes under the
     temporary directory (an emptyDir in Kubernetes), never into the working directory.
+    `compression` is the producer's batch compression (the matcher's table states are
+    JSON full of floats: gzip about halves them).
     """
     datadir = Path(tempfile.gettempdir()) / "facescreen-faust" / app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -73,14 +75,23 @@ def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
         stream_buffer_maxsize=tuning.stream_buffer,
         stream_wait_empty=True,
         producer_acks=-1,
+        producer_compression_type=compression,
         producer_max_request_size=max_request_bytes,
         consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * max_request_bytes),
     )
 
 
-def raw_topic(app: faust.App, name: str) -> Any:
+def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> Any:
     """A topic of bytes keys and values: codecs and validation are ours, not Faust's."""
-    return app.topic(name, key_serializer="raw", value_serializer="raw")
+    return app.topic(name, key_serializer="raw", value_serializer="raw", partitions=partitions)
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client, aiokafka
+    and kafka-python) gives a keyed message."""
+    from aiokafka.partitioner import murmur2
+
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
 def message_ref(event: Any) -> MessageRef:
@@ -167,21 +178,23 @@ class SendError(RuntimeError):
 
 async def send_bounded(topic: Any, key: bytes | None, value: bytes,
                        headers: list[tuple[str, bytes]] | None = None, *,
-                       tuning: FaustTuning | None = None,
-                       readiness: Readiness | None = None) -> None:
+                       partition: int | None = None, tuning: FaustTuning | None = None,
+                       readiness: Readiness | None = None) -> Any:
     """Send one message and wait for the broker's acknowledgement, within bounds.
 
     Faust's own producer timeout is 20 minutes; a worker that cannot write its output (or
     its dead letters) must say so long before that, so each attempt has a timeout, the
     worker is not ready while attempts fail, and the last failure raises SendError.
+    Returns the broker's record metadata (topic, partition, offset).
     """
     tuning = tuning or FaustTuning()
     last: BaseException | None = None
     for attempt in range(1, tuning.send_attempts + 1):
         try:
-            sent = await asyncio.wait_for(topic.send(key=key, value=value, headers=headers),
+            sent = await asyncio.wait_for(topic.send(key=key, value=value, headers=headers,
+                                                     partition=partition),
                                           tuning.send_timeout_s)
-            await asyncio.wait_for(asyncio.shield(sent), tuning.send_timeout_s)
+            metadata = await asyncio.wait_for(asyncio.shield(sent), tuning.send_timeout_s)
         except Exception as exc:
             last = exc
             if readiness is not None:
@@ -194,7 +207,7 @@ async def send_bounded(topic: Any, key: bytes | None, value: bytes,
             continue
         if readiness is not None and attempt > 1:
             readiness.mark("progress", True)
-        return
+        return metadata
     raise SendError(f"{topic.get_topic_name()}: not acknowledged after "
                     f"{tuning.send_attempts} attempts ({type(last).__name__})") from last
 

@@ -83,8 +83,11 @@ class BusConfig:
     dead_letter: TopicSpec = TopicSpec("facescreen.dead-letter", 3, 14 * DAY_MS)
     audit: TopicSpec = TopicSpec("facescreen.audit", 1, -1)
     feedback: TopicSpec = TopicSpec("facescreen.feedback", 12, 7 * DAY_MS)
-    matcher_state: TopicSpec = TopicSpec("facescreen.matcher-state", 12, DAY_MS,
-                                         {"cleanup.policy": "compact,delete"})
+    matcher_state: TopicSpec = TopicSpec("facescreen.matcher-state", 12, DAY_MS, {
+        "cleanup.policy": "compact,delete",
+        # compaction works on closed segments: roll often, so a reader after a
+        # rebalance reads about one state per camera plus the last few minutes
+        "segment.ms": str(10 * MINUTE_MS)})
     replication: int = 1
 
     def __post_init__(self) -> None:
@@ -224,9 +227,15 @@ def require_topics(bootstrap: str, config: BusConfig, roles: tuple[str, ...],
     Services never create topics themselves (Kafka's auto-creation would pick the
     partition count): run `facescreen topics create` or let the operator (Strimzi) do it.
     """
-    names = [config.topics()[r].name for r in roles]
-    counts = partition_counts(bootstrap, names, timeout_s)
-    missing = [n for n in names if n not in counts]
+    specs = [config.topics()[r] for r in roles]
+    counts = partition_counts(bootstrap, [s.name for s in specs], timeout_s)
+    missing = [s.name for s in specs if s.name not in counts]
     if missing:
         raise TopicError(f"missing topic(s) {', '.join(missing)} on {bootstrap}: "
                          "create them with `facescreen topics create`")
+    wrong = [f"{s.name} has {counts[s.name]}, configured {s.partitions}" for s in specs
+             if counts[s.name] != s.partitions]
+    if wrong:
+        raise TopicError(f"partition counts differ from the configuration: {'; '.join(wrong)}"
+                         " (keyed routing and the matcher's co-partitioned table depend on "
+                         "them)")

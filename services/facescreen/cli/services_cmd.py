@@ -261,12 +261,8 @@ def _at_least(value: float, low: float, flag: str) -> float:
 def cmd_matcher(args: argparse.Namespace) -> int:
     from facescreen.bus.entry import FaceEventPolicy
     from facescreen.bus.faustapp import run_worker
-    from facescreen.matcher.service import (
-        LocalLiveMatcher,
-        MatcherSettings,
-        PatientSearch,
-        build_app,
-    )
+    from facescreen.matcher.search import LocalLiveMatcher, PatientSearch
+    from facescreen.matcher.service import MatcherSettings, build_app
     from facescreen.matcher.state import SeqPolicy
     from facescreen.matcher.work import FaceEventMatcher
 
@@ -287,7 +283,7 @@ def cmd_matcher(args: argparse.Namespace) -> int:
                                group=args.group or f"{args.topic_prefix}facescreen-matcher")
     readiness, health = _start(args, "matcher", "broker", "watchlist")
     try:
-        _require(args, bus, ("faces", "alerts", "dead_letter"))
+        _require(args, bus, ("faces", "alerts", "dead_letter", "feedback", "matcher_state"))
         store = open_store(args, remote=True)
         search: SearchFn
         thresholds: Mapping[str, float]

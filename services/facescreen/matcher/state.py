@@ -2,8 +2,9 @@
 
 Per camera: its `SourceScreener` (tracks, open alerts, cooldowns, feedback) and where its
 stream stands (session, last seq and capture time screened). The whole of it serialises
-to JSON bytes (`CameraState.to_bytes`), which is what the matcher keeps in its Faust table,
-so a camera's state follows its partition to another worker after a crash or rebalance.
+to JSON bytes (`CameraState.to_bytes`), which is what the matcher keeps in its camera
+table (`matcher.table`, a changelog topic co-partitioned with the faces topic), so a
+camera's state follows its partition to another worker after a crash or rebalance.
 
 Admission (`admit`) decides before a face event touches the screener: a seq at or below
 the last one screened in the same session is a redelivery (skipped); a jump of more than
@@ -17,6 +18,7 @@ publishes, so real jumps are those frames the analyzer dead-lettered or never re
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from facescreen.bus.deadletter import DeadLetter
 from facescreen.core.screening import ScreeningPolicy, SearchFn, SourceScreener
 
 STATE_VERSION = 1
+log = logging.getLogger("facescreen.matcher.state")
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,58 @@ class CameraState:
 
 @dataclass
 class ScreenerStates:
-    """Per-camera states by camera name, made by `factory` on a camera's first event."""
+    """Live per-camera states by camera name, made by `factory` on a camera's first event.
+
+    With a table behind it, the live object of a camera is a cache of the table's value:
+    `sync` compares the bytes the table holds with the bytes this object was last loaded
+    from or saved as, and reloads when they differ (another worker screened the camera
+    meanwhile, a recovery replaced it) or drops it when the table lost it.
+    """
 
     factory: Callable[[str], SourceScreener]
     seq: SeqPolicy = field(default_factory=SeqPolicy)
     cameras: dict[str, CameraState] = field(default_factory=dict)
+    saved: dict[str, bytes] = field(default_factory=dict)
+    loader: Callable[[bytes], CameraState] | None = None
+
+    def sync(self, camera: str, stored: bytes | None) -> None:
+        """Make the live state of `camera` the one the table holds (`stored`)."""
+        if stored is None:
+            if camera in self.saved:
+                self.forget(camera)
+            return
+        if self.saved.get(camera) == stored:
+            return
+        if self.loader is None:
+            raise RuntimeError("a table value without a loader")
+        self.saved[camera] = stored
+        try:
+            self.cameras[camera] = self.loader(stored)
+        except Exception as exc:  # unreadable (corrupt, or another version): start afresh
+            self.cameras.pop(camera, None)
+            log.error("camera state unreadable, starting afresh", extra={"fields": {
+                "camera": camera, "error": type(exc).__name__}})
+            return
+        state = self.cameras[camera]
+        log.info("camera state loaded", extra={"fields": {
+            "camera": camera, "session": state.session, "last_seq": state.last_seq,
+            "bytes": len(stored)}})
+
+    def snapshot(self, camera: str) -> bytes | None:
+        """The camera's state as bytes, or None when it is what was saved last."""
+        state = self.cameras.get(camera)
+        if state is None:
+            return None
+        data = state.to_bytes()
+        return None if self.saved.get(camera) == data else data
+
+    def mark_saved(self, camera: str, data: bytes) -> None:
+        self.saved[camera] = data
+
+    def clear(self) -> None:
+        """Forget every live state (after a rebalance): the table's values are the truth."""
+        self.cameras.clear()
+        self.saved.clear()
 
     def admit(self, event: FaceEvent) -> bool:
         """True: screen it. False: a redelivery, skip it. DeadLetter: an implausible jump.
@@ -130,5 +180,7 @@ class ScreenerStates:
         state.last_captured_at = event.captured_at
 
     def forget(self, camera: str) -> None:
-        """Drop a camera's state whose screener failed half-way (it may be inconsistent)."""
+        """Drop a camera's live state: it failed half-way (it may be inconsistent), or the
+        table no longer holds it. With a table, the next event reloads the saved one."""
         self.cameras.pop(camera, None)
+        self.saved.pop(camera, None)

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from facescreen.alerts.events import ALERT_SCHEMA_VERSION, alert_to_event, validator
+from facescreen.alerts.feedback import FeedbackError, feedback_from_doc
 from facescreen.bus.codecs import FaceEvent, dumps
 from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
 from facescreen.bus.entry import FaceEventPolicy, check_face_event
+from facescreen.bus.safejson import JsonLimitError, loads_bounded
 from facescreen.core.alerting import Alert
+from facescreen.core.feedback import Feedback
 from facescreen.core.screening import ScreeningPolicy, SearchFn, SourceScreener
-from facescreen.matcher.state import ScreenerStates, SeqPolicy
+from facescreen.matcher.state import CameraState, ScreenerStates, SeqPolicy
 
 log = logging.getLogger("facescreen.matcher.work")
 ALERT_HEADERS = [("schema_version", str(ALERT_SCHEMA_VERSION).encode()),
@@ -51,6 +54,40 @@ class Outcome:
     letter: DeadLetter | None = None
     duplicate: bool = False
     camera: str | None = None  # set once the event parsed
+    state: bytes | None = None  # the camera's state to save, when it changed
+    applied: bool = False  # feedback only: the camera's screener knew the alert
+
+
+class _Keep:
+    """Use the live state as it is: no table behind the matcher (tests, tools)."""
+
+
+KEEP = _Keep()
+MAX_FEEDBACK_BYTES = 65_536
+
+
+def parse_feedback(ref: MessageRef) -> Feedback:
+    """A feedback message's verdict, checked at bounded cost; DeadLetter if it is unusable."""
+    value = ref.value or b""
+    if len(value) > MAX_FEEDBACK_BYTES:
+        raise DeadLetter("oversized", f"feedback of {len(value):,} bytes exceeds "
+                         f"{MAX_FEEDBACK_BYTES:,}")
+    try:
+        doc = loads_bounded(value, max_depth=4)
+    except JsonLimitError as exc:
+        raise DeadLetter(exc.reason, str(exc)) from None
+    except ValueError as exc:
+        raise DeadLetter("invalid_json", f"not JSON: {type(exc).__name__}") from None
+    try:
+        verdict = feedback_from_doc(doc)
+    except FeedbackError as exc:
+        raise DeadLetter("invalid_feedback", str(exc)) from None
+    if verdict.camera is None:
+        raise DeadLetter("invalid_feedback", "feedback on the topic must name its camera")
+    if ref.key is None or ref.key.decode("utf-8", "replace") != verdict.camera:
+        raise DeadLetter("key_mismatch", f"message key does not name camera "
+                         f"{verdict.camera[:64]!r}")
+    return verdict
 
 
 class FaceEventMatcher:
@@ -65,30 +102,52 @@ class FaceEventMatcher:
         self.thresholds = thresholds
         self.policy = policy or ScreeningPolicy()
         self.limits = limits or FaceEventPolicy()
-        self.states = ScreenerStates(self.new_screener, seq or SeqPolicy())
+        self.states = ScreenerStates(self.new_screener, seq or SeqPolicy(), loader=self.load)
+        self.clear_pending = False  # set from the event loop on a rebalance
 
     def new_screener(self, camera: str) -> SourceScreener:
         return SourceScreener(camera, self.search, self.thresholds, self.policy)
 
-    def process(self, ref: MessageRef) -> Outcome:
-        """Everything about one face event; raises only StoppingError (service stopping)."""
+    def load(self, data: bytes) -> CameraState:
+        return CameraState.from_bytes(data, self.search, self.thresholds, self.policy)
+
+    def _sync(self, camera: str, stored: bytes | _Keep | None) -> None:
+        if self.clear_pending:
+            self.clear_pending = False
+            self.states.clear()
+        if not isinstance(stored, _Keep):
+            self.states.sync(camera, stored)
+
+    def process(self, ref: MessageRef, stored: bytes | _Keep | None = KEEP) -> Outcome:
+        """Everything about one face event; raises only StoppingError (service stopping).
+
+        `stored`: the table's value for the message's camera (None: none), or KEEP to
+        use the live state as it is (no table). `Outcome.state` is the value to save.
+        """
         outcome = Outcome()
         try:
             event = check_face_event(ref, self.embedder, self.dim, self.limits)
             outcome.camera = event.camera
-            if not self.states.admit(event):
-                outcome.duplicate = True
-                return outcome
+            self._sync(event.camera, stored)
+            admitted = self.states.admit(event)
         except DeadLetter as letter:
             outcome.letter = letter
+            if outcome.camera is not None:  # a seq jump is remembered (see admit)
+                outcome.state = self.states.snapshot(outcome.camera)
             return outcome
         except StoppingError:
             raise
         except Exception as exc:  # a defect of ours: the message is only the trigger
+            if outcome.camera is not None:
+                self.states.forget(outcome.camera)
             outcome.letter = self._failed("admission", ref, exc)
+            return outcome
+        if not admitted:
+            outcome.duplicate = True
             return outcome
         try:
             alerts = self._screen(event)
+            outcome.state = self.states.snapshot(event.camera)
         except StoppingError:
             raise
         except Exception as exc:
@@ -100,6 +159,26 @@ class FaceEventMatcher:
                 outcome.alerts.append(self._encode(alert, event))
             except Exception as exc:
                 outcome.letter = outcome.letter or self._failed("alert", ref, exc)
+        return outcome
+
+    def feedback(self, ref: MessageRef, stored: bytes | _Keep | None = KEEP) -> Outcome:
+        """A reviewer's verdict for its camera's screener; `Outcome.applied` says whether
+        that screener knew the alert (False also when the camera has no state here)."""
+        outcome = Outcome()
+        try:
+            verdict = parse_feedback(ref)
+            camera = outcome.camera = verdict.camera or ""
+            self._sync(camera, stored)
+            state = self.states.cameras.get(camera)
+            if state is not None and state.screener.apply_feedback(verdict):
+                outcome.applied = True
+                outcome.state = self.states.snapshot(camera)
+        except DeadLetter as letter:
+            outcome.letter = letter
+        except Exception as exc:
+            if outcome.camera:
+                self.states.forget(outcome.camera)
+            outcome.letter = self._failed("feedback", ref, exc)
         return outcome
 
     def _screen(self, event: FaceEvent) -> list[Alert]:

@@ -1,0 +1,108 @@
+"""The matcher's watchlist search: patient when the store is away, live on a data dir.
+
+A face event is never at fault for a store that is down, so the search is retried until
+it answers (readiness false meanwhile) instead of dead-lettering events; a local data
+directory is re-read when its files change, so enrolments reach a running matcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from prometheus_client import Histogram
+
+from facescreen.core.matching import Candidate
+from facescreen.core.screening import SearchFn
+from facescreen.core.types import FloatArray
+from facescreen.matcher.work import StoppingError
+from facescreen.ops.health import Readiness
+
+log = logging.getLogger("facescreen.matcher.search")
+MATCH_SCORES = Histogram("facescreen_matcher_top_score",
+                         "Best watchlist similarity of each voted track (open-set view)",
+                         buckets=(-0.5, 0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95,
+                                  0.97, 0.99, 1.0))
+SEARCH_SECONDS = Histogram("facescreen_matcher_search_seconds", "Watchlist search latency",
+                           buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))
+
+
+class PatientSearch:
+    """The watchlist search, retried until it answers: a face event is never at fault for a
+    store that is down, so the line stops (readiness false) instead of dropping events."""
+
+    def __init__(self, search: SearchFn, readiness: Readiness, stopping: threading.Event,
+                 max_delay_s: float = 30.0) -> None:
+        self._search = search
+        self._readiness = readiness
+        self._stopping = stopping
+        self._max_delay_s = max_delay_s
+
+    def __call__(self, probes: FloatArray, k: int) -> list[list[Candidate]]:
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                result = self._search(probes, k)
+            except Exception as exc:
+                attempt += 1
+                self._readiness.mark("watchlist", False)
+                delay = min(self._max_delay_s, 0.5 * 2 ** min(attempt - 1, 8))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning("watchlist search failed, retrying", extra={"fields": {
+                    "attempt": attempt, "error": f"{type(exc).__name__}: {exc}",
+                    "delay_s": round(delay, 2)}})
+                if self._stopping.wait(delay):
+                    raise StoppingError("stopped while the watchlist store was away") from exc
+                continue
+            SEARCH_SECONDS.observe(time.perf_counter() - started)
+            self._readiness.mark("watchlist", True)
+            for candidates in result:
+                if candidates:
+                    MATCH_SCORES.observe(candidates[0].score)
+            return result
+
+
+class LocalLiveMatcher:
+    """A data directory's exact search, reloaded when its files change (checked each second).
+
+    The thresholds mapping is updated in place, so screeners holding it see new values.
+    """
+
+    def __init__(self, store: Any, check_every_s: float = 1.0) -> None:
+        self._store = store
+        self._check_every_s = check_every_s
+        self._checked = 0.0
+        self._token: tuple[int, ...] = ()
+        self.thresholds: dict[str, float] = {}
+        self._search: SearchFn = lambda probes, k: [[] for _ in range(len(probes))]
+        self._reload()
+
+    def _files_token(self) -> tuple[int, ...]:
+        token = []
+        for name in ("watchlist.json", "embeddings.npz"):
+            try:
+                token.append((self._store.data_dir / name).stat().st_mtime_ns)
+            except OSError:
+                token.append(0)
+        return tuple(token)
+
+    def _reload(self) -> None:
+        token = self._files_token()
+        search, thresholds = self._store.matcher()
+        self._search = search
+        self.thresholds.clear()
+        self.thresholds.update(thresholds)
+        self._token = token
+        log.info("watchlist loaded", extra={"fields": {"watchlists": sorted(self.thresholds)}})
+
+    def search(self, probes: FloatArray, k: int) -> list[list[Candidate]]:
+        now = time.monotonic()
+        if now - self._checked >= self._check_every_s:
+            self._checked = now
+            if self._files_token() != self._token:
+                self._reload()
+        return self._search(probes, k)
