@@ -95,17 +95,20 @@ class AlertStoreConsumer:
     def run(self) -> int:
         from kafka import KafkaConsumer, KafkaProducer
 
+        from facescreen.bus.security import kafka_options
+
         s = self.settings
+        security = kafka_options()
         consumer = KafkaConsumer(
             s.bus.alerts.name, bootstrap_servers=s.bootstrap, group_id=s.group,
             client_id=f"facescreen-{SERVICE}", enable_auto_commit=False,
             auto_offset_reset="earliest", allow_auto_create_topics=False,
             session_timeout_ms=int(s.session_timeout_s * 1000),
             heartbeat_interval_ms=max(100, int(s.session_timeout_s * 1000 / 3)),
-            max_poll_records=s.max_records)
+            max_poll_records=s.max_records, **security)
         producer = KafkaProducer(bootstrap_servers=s.bootstrap, client_id=f"facescreen-{SERVICE}",
                                  acks="all", allow_auto_create_topics=False, linger_ms=0,
-                                 max_block_ms=int(s.send_timeout_s * 1000))
+                                 max_block_ms=int(s.send_timeout_s * 1000), **security)
         dead = KafkaDeadLetterProducer(producer, s.bus.dead_letter.name, SERVICE)
         try:
             return self._loop(consumer, dead)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from facescreen.alerts.feedback import FEEDBACK_SCHEMA_VERSION, feedback_to_doc
+from facescreen.bus.security import kafka_options
 from facescreen.bus.topics import BusConfig
 from facescreen.core.feedback import Feedback
 
@@ -27,7 +28,7 @@ def publish_feedback(bootstrap: list[str], prefix: str, feedback: Feedback,
     topic = BusConfig().with_prefix(prefix).feedback.name
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
                              allow_auto_create_topics=False, max_block_ms=int(timeout_s * 1000),
-                             client_id="facescreen-feedback")
+                             client_id="facescreen-feedback", **kafka_options())
     try:
         future = producer.send(
             topic, key=feedback.camera.encode(),

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from facescreen.analyzer.backends import ModelMissingError
+from facescreen.bus.security import KafkaSecurityError
 from facescreen.cli import (
     alert_store_cmd,
     alerts_cmd,
@@ -28,8 +29,8 @@ from facescreen.models.sources import SourceError as ModelSourceError
 from facescreen.watchlist.enrol import EnrolmentError
 from facescreen.watchlist.store import WatchlistError
 
-USER_ERRORS = (CommandError, EnrolmentError, WatchlistError, ImageError, SourceError,
-               ModelMissingError, ModelSourceError)
+USER_ERRORS = (CommandError, KafkaSecurityError, EnrolmentError, WatchlistError, ImageError,
+               SourceError, ModelMissingError, ModelSourceError)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -258,6 +258,7 @@ def cmd_audit_relay(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from facescreen.bus.security import kafka_options
     from facescreen.bus.topics import BusConfig, bootstrap_list
 
     store = open_store(args, remote=True)
@@ -267,7 +268,7 @@ def cmd_audit_relay(args: argparse.Namespace) -> int:
     try:
         producer = KafkaProducer(bootstrap_servers=bootstrap_list(args.bootstrap), acks="all",
                                  allow_auto_create_topics=False, max_block_ms=10_000,
-                                 client_id="facescreen-audit-relay")
+                                 client_id="facescreen-audit-relay", **kafka_options())
     except KafkaError as exc:
         raise CommandError(f"audit relay: broker {args.bootstrap} unreachable "
                            f"({type(exc).__name__}); the cursor was not moved") from None

@@ -204,8 +204,11 @@ def make_producer(bootstrap: list[str], max_frame_bytes: int) -> Any:
     """A kafka-python producer for frames: never auto-creates topics, bounded blocking."""
     from kafka import KafkaProducer
 
+    from facescreen.bus.security import kafka_options
+
     return KafkaProducer(bootstrap_servers=bootstrap, client_id="facescreen-ingest", acks=1,
                          enable_idempotence=False, linger_ms=0,
                          max_request_size=max_frame_bytes + 64 * 1024,
                          allow_auto_create_topics=False, max_block_ms=10_000,
-                         request_timeout_ms=10_000, delivery_timeout_ms=20_000)
+                         request_timeout_ms=10_000, delivery_timeout_ms=20_000,
+                         **kafka_options())

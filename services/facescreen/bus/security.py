@@ -1,0 +1,114 @@
+"""Kafka client security (TLS, SASL/SCRAM) from the environment, for every client alike.
+
+Production brokers (Strimzi's TLS listener with SCRAM-SHA-512, see `k8s/components/
+kafka-scram`) need the same five settings in every process that talks to Kafka; they come
+from the environment, never the command line (`ps` shows arguments), and the password is
+never logged or shown in a repr:
+
+    FACESCREEN_KAFKA_SECURITY_PROTOCOL   PLAINTEXT (default) | SSL | SASL_PLAINTEXT | SASL_SSL
+    FACESCREEN_KAFKA_SASL_MECHANISM      SCRAM-SHA-512 (default with SASL) | SCRAM-SHA-256 | PLAIN
+    FACESCREEN_KAFKA_SASL_USERNAME       the KafkaUser
+    FACESCREEN_KAFKA_SASL_PASSWORD       its password (a Secret)
+    FACESCREEN_KAFKA_SSL_CAFILE          the cluster CA certificate (PEM) to verify the brokers
+
+`kafka_python_options()` feeds kafka-python's producers, consumers and admin client;
+`aiokafka_options()` aiokafka's (and so Faust's and the matcher's table reader).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+PREFIX = "FACESCREEN_KAFKA_"
+
+
+class KafkaSecurityError(ValueError):
+    """The Kafka security settings are inconsistent; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    cafile: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise KafkaSecurityError(f"{PREFIX}SECURITY_PROTOCOL must be one of {PROTOCOLS}, "
+                                     f"got {self.protocol!r}")
+        sasl = self.protocol.startswith("SASL_")
+        if sasl:
+            if self.mechanism not in MECHANISMS:
+                raise KafkaSecurityError(f"{PREFIX}SASL_MECHANISM must be one of {MECHANISMS}, "
+                                         f"got {self.mechanism!r}")
+            if not self.username or not self.password:
+                raise KafkaSecurityError(f"{self.protocol} needs {PREFIX}SASL_USERNAME and "
+                                         f"{PREFIX}SASL_PASSWORD")
+        elif self.username or self.password:
+            raise KafkaSecurityError(f"SASL credentials given but {PREFIX}SECURITY_PROTOCOL is "
+                                     f"{self.protocol}: they would be ignored")
+        if self.cafile is not None and not self.cafile.is_file():
+            raise KafkaSecurityError(f"{PREFIX}SSL_CAFILE {self.cafile} is not a file")
+        if self.mechanism == "PLAIN" and self.protocol != "SASL_SSL":
+            raise KafkaSecurityError("SASL PLAIN sends the password in clear: use SASL_SSL")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSecurity:
+        env = os.environ if environ is None else environ
+        protocol = env.get(f"{PREFIX}SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+        mechanism = env.get(f"{PREFIX}SASL_MECHANISM") or (
+            "SCRAM-SHA-512" if protocol.startswith("SASL_") else None)
+        cafile = env.get(f"{PREFIX}SSL_CAFILE")
+        return cls(protocol=protocol, mechanism=mechanism and mechanism.strip().upper(),
+                   username=env.get(f"{PREFIX}SASL_USERNAME") or None,
+                   password=env.get(f"{PREFIX}SASL_PASSWORD") or None,
+                   cafile=Path(cafile) if cafile else None)
+
+    def kafka_python_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python's KafkaProducer/KafkaConsumer/KafkaAdminClient."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
+                           sasl_plain_password=self.password)
+        if self.tls:
+            options["ssl_check_hostname"] = True
+            if self.cafile is not None:
+                options["ssl_cafile"] = str(self.cafile)
+        return options
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A verifying client TLS context (the cluster CA if given, else the system's)."""
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=str(self.cafile) if self.cafile else None)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def aiokafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's clients (the matcher's table reader, Faust's)."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL_"):
+            options.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
+                           sasl_plain_password=self.password)
+        context = self.ssl_context()
+        if context is not None:
+            options["ssl_context"] = context
+        return options
+
+
+def kafka_options() -> dict[str, Any]:
+    """kafka-python options for this process's environment (raises KafkaSecurityError)."""
+    return KafkaSecurity.from_env().kafka_python_options()
