@@ -63,3 +63,15 @@ def test_a_command_reports_bad_kafka_settings_in_one_line(
                  "--camera", "cam1"])
     err = capsys.readouterr().err
     assert code == 2 and "SASL_USERNAME" in err and len(err.strip().splitlines()) == 1
+
+
+def test_faust_gets_sasl_credentials_over_tls() -> None:
+    import faust
+    from facescreen.bus.security import faust_credentials
+
+    assert faust_credentials(KafkaSecurity()) is None
+    sasl = faust_credentials(KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "matcher", "pw"))
+    assert isinstance(sasl, faust.SASLCredentials) and sasl.username == "matcher"
+    assert str(sasl.protocol).endswith("SASL_SSL") and sasl.ssl_context is not None
+    tls = faust_credentials(KafkaSecurity("SSL"))
+    assert isinstance(tls, faust.SSLCredentials)

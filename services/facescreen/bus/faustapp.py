@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 
 from facescreen.bus import deadletter
 from facescreen.bus.deadletter import DeadLetter, MessageRef
+from facescreen.bus.security import faust_credentials
 from facescreen.ops.health import Readiness
 
 log = logging.getLogger("facescreen.faust")
@@ -78,6 +79,7 @@ def make_app(app_id: str, bootstrap: list[str], tuning: FaustTuning,
         producer_compression_type=compression,
         producer_max_request_size=max_request_bytes,
         consumer_max_fetch_size=max(4 * 1024 * 1024, 2 * max_request_bytes),
+        broker_credentials=faust_credentials(),  # TLS / SASL from FACESCREEN_KAFKA_*
     )
 
 

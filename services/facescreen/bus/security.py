@@ -109,6 +109,19 @@ class KafkaSecurity:
         return options
 
 
+def faust_credentials(security: KafkaSecurity | None = None) -> Any:
+    """Faust's `broker_credentials` for these settings (None: plaintext)."""
+    import faust
+
+    security = security or KafkaSecurity.from_env()
+    if security.protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=security.username, password=security.password,
+                                     mechanism=security.mechanism,
+                                     ssl_context=security.ssl_context())
+    context = security.ssl_context()
+    return None if context is None else faust.SSLCredentials(context)
+
+
 def kafka_options() -> dict[str, Any]:
     """kafka-python options for this process's environment (raises KafkaSecurityError)."""
     return KafkaSecurity.from_env().kafka_python_options()

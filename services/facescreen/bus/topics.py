@@ -156,12 +156,15 @@ def _admin(bootstrap: str, timeout_s: float) -> Any:
     from kafka.admin import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from facescreen.bus.security import kafka_options
+
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return KafkaAdminClient(bootstrap_servers=bootstrap_list(bootstrap),
                                     client_id="facescreen-admin",
-                                    request_timeout_ms=max(1000, int(timeout_s * 1000)))
+                                    request_timeout_ms=max(1000, int(timeout_s * 1000)),
+                                    **kafka_options())
         except KafkaError as exc:
             if time.monotonic() >= deadline:
                 raise TopicError(f"cannot reach the Kafka broker at {bootstrap}: {exc}") from None

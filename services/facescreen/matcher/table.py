@@ -32,6 +32,8 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from facescreen.bus.security import KafkaSecurity
+
 log = logging.getLogger("facescreen.matcher.table")
 LOAD_SECONDS = Histogram("facescreen_matcher_state_load_seconds",
                          "Reading assigned changelog partitions after a rebalance",
@@ -59,7 +61,7 @@ class CameraTable:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=64 * 1024 * 1024)
+            fetch_max_bytes=64 * 1024 * 1024, **KafkaSecurity.from_env().aiokafka_options())
         await self._consumer.start()
 
     async def stop(self) -> None:
