@@ -22,10 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from tests.distributed.fixtures_kafka import broker, topics
 from tests.infra import missing
-
-__all__ = ["broker", "topics"]
 
 PG_ADMIN = os.environ.get("FACESCREEN_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgresql"]

@@ -28,7 +28,6 @@ from facescreen.core.types import ImageBGR
 from facescreen.devstack.triton import TritonEnvError, TritonServer, start_triton
 
 from tests.conftest import REPO
-from tests.distributed.fixtures_triton import triton  # noqa: F401 - the session server
 from tests.infra import missing
 
 ARCFACE_META = {"name": "embedder", "inputs": [{"name": "input.1", "datatype": "FP32",
@@ -80,7 +79,7 @@ def _counts_after(backend: TritonBackend, model: str, before: tuple[int, int]) -
     return now
 
 
-def test_frames_of_several_cameras_are_one_request(triton: TritonServer,  # noqa: F811
+def test_frames_of_several_cameras_are_one_request(triton: TritonServer,
                                                    analyzer: FaceAnalyzer,
                                                    portraits: list[ImageBGR]) -> None:
     backend = TritonBackend(triton.grpc_url, timeout_s=60.0)

@@ -13,9 +13,6 @@ from facescreen.api import ApiLimits
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 
 from tests.api.conftest import Api, alert_doc, enrol, photo, running_api
-from tests.distributed.fixtures_redis import redis_url, valkey, valkey_server
-
-__all__ = ["redis_url", "valkey", "valkey_server"]
 
 JPEG = "image/jpeg"
 

@@ -14,9 +14,6 @@ from facescreen.watchlist.base import WatchlistStore
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore, WatchlistError
 
-from tests.distributed.fixtures_redis import redis_url, valkey, valkey_server
-
-__all__ = ["redis_url", "valkey", "valkey_server"]
 DIM = 8
 
 

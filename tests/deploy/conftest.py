@@ -19,10 +19,8 @@ from facescreen.devstack.deploycheck import manifests
 from facescreen.devstack.deploycheck.manifests import Obj
 
 from tests.conftest import REPO
-from tests.distributed.fixtures_kafka import broker
 from tests.infra import missing
 
-__all__ = ["broker"]
 CRD_ROOT = REPO.parent / "shared" / "k8s-crd-schemas"
 DEPLOY_VENV = REPO / ".venv-deploy"
 
