@@ -38,7 +38,8 @@ from facescreen.ingest.images import ImageError, decode_image
 
 _FRAME_REQUIRED = ("schema_version", "camera", "session", "seq", "frame_index", "captured_at",
                    "width", "height", "content_type")
-DEFAULT_MAX_FRAME_BYTES = 900_000  # under Apache Kafka's default 1 MB message limit
+DEFAULT_MAX_FRAME_BYTES = 900_000
+DEFAULT_MAX_FRAME_PIXELS = 12_000_000  # under Apache Kafka's default 1 MB message limit
 DEFAULT_MAX_EVENT_BYTES = 1_048_576  # Apache Kafka's default message limit
 
 
@@ -48,6 +49,8 @@ class FramePolicy:
 
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES
     cameras: frozenset[str] | None = None
+    # 4K UHD is 8.3 Mpixel; a 786 kB JPEG claiming 16384x12288 would take 600 MB decoded.
+    max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,9 @@ def check_frame(ref: MessageRef, policy: FramePolicy) -> FrameMeta:
     if errors:
         raise DeadLetter("bad_headers", "; ".join(_schema_error(e) for e in errors[:3]))
     meta = frame_meta(typed)
+    if meta.width * meta.height > policy.max_pixels:
+        raise DeadLetter("too_many_pixels", f"frame of {meta.width}x{meta.height} exceeds the "
+                         f"limit of {policy.max_pixels:,} pixels")
     if ref.key is None or ref.key.decode("utf-8", "replace") != meta.camera:
         raise DeadLetter("key_mismatch", f"message key does not name camera {meta.camera!r}")
     if policy.cameras is not None and meta.camera not in policy.cameras:
@@ -116,7 +122,12 @@ def check_frame(ref: MessageRef, policy: FramePolicy) -> FrameMeta:
 
 
 def decode_frame(ref: MessageRef, meta: FrameMeta) -> ImageBGR:
-    """The frame's pixels; the header sizes must be the decoded sizes."""
+    """The frame's pixels; the header sizes must be the decoded sizes.
+
+    The JPEG's own frame header is read before anything is decoded and may claim no more
+    pixels than the message headers (already bounded by the policy): a producer that lies
+    in its headers cannot make the analyzer allocate a decompression bomb.
+    """
     try:
         image = decode_image(ref.value or b"", name=f"frame {meta.camera}#{meta.seq}",
                              max_pixels=meta.width * meta.height)
