@@ -36,7 +36,7 @@ from typing import Any
 import cv2
 import numpy as np
 from facescreen.alerts.events import JsonLinesSink
-from facescreen.analyzer.analyzer import FaceAnalyzer, common_batch
+from facescreen.analyzer.analyzer import FaceAnalyzer, batches_by_shape
 from facescreen.analyzer.runtime import backend_for, resolve
 from facescreen.core.alignment import chips_to_batch
 from facescreen.core.detection import prepare_detector_input
@@ -98,18 +98,18 @@ def warm(analyzer: FaceAnalyzer, images: list[np.ndarray], batch: int) -> None:
 
 
 def prepared_inputs(analyzer: FaceAnalyzer, images: list[np.ndarray],
-                    batch: int) -> list[tuple[Any, Any]]:
+                    batch: int) -> list[tuple[list[Any], Any]]:
     """(detector batch, embedder batch or None) per group of `batch` frames, as the
     pipeline forms them; chips from this analyzer's own detections."""
     spec, emb = analyzer.config.detector, analyzer.config.embedder
     groups = []
     for first in range(0, len(images), batch):
         frames = images[first:first + batch]
-        det_batch = common_batch([prepare_detector_input(f, spec)[0] for f in frames],
-                                 spec.mean, spec.std)
+        det_batches = [b for _, b in batches_by_shape([prepare_detector_input(f, spec)[0]
+                                                        for f in frames])]
         chips = [analyzer.align(f, d) for f, found in zip(frames, analyzer.detect_many(frames),
                                                           strict=True) for d in found]
-        groups.append((det_batch, chips_to_batch(chips, emb.colour, emb.mean, emb.std)
+        groups.append((det_batches, chips_to_batch(chips, emb.colour, emb.mean, emb.std)
                        if chips else None))
     return groups
 
@@ -118,8 +118,9 @@ def bare_seconds(analyzer: FaceAnalyzer, groups: list[tuple[Any, Any]]) -> tuple
     """(wall, CPU) seconds of the models alone over the prepared inputs."""
     backend = analyzer.backend
     start, cpu = time.perf_counter(), time.process_time()
-    for det_batch, emb_batch in groups:
-        backend.detect(det_batch)
+    for det_batches, emb_batch in groups:
+        for det_batch in det_batches:
+            backend.detect(det_batch)
         if emb_batch is not None:
             backend.embed(emb_batch)
     return time.perf_counter() - start, time.process_time() - cpu
@@ -134,13 +135,14 @@ def interleaved_bare(analyzers: dict[str, FaceAnalyzer],
     for r in range(repeats):
         for k in range(len(next(iter(groups.values())))):
             for name in names if (r + k) % 2 == 0 else names[::-1]:
-                det_batch, emb_batch = groups[name][k]
+                det_batches, emb_batch = groups[name][k]
                 start = time.perf_counter()
-                analyzers[name].backend.detect(det_batch)
+                for det_batch in det_batches:
+                    analyzers[name].backend.detect(det_batch)
                 if emb_batch is not None:
                     analyzers[name].backend.embed(emb_batch)
                 spent[name] += time.perf_counter() - start
-    frames = repeats * sum(len(d) for d, _ in next(iter(groups.values())))
+    frames = repeats * sum(len(b) for d, _ in next(iter(groups.values())) for b in d)
     return {name: frames / spent[name] for name in names}
 
 

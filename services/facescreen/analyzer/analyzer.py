@@ -1,8 +1,8 @@
 """detect -> align -> quality -> embed, for whole frames, with per-stage timings.
 
 Both model calls are batched across the frames handed in together (several cameras, or one
-camera under backlog): the detector sees them in one call at a common padded size, the
-embedder sees every passing face of all of them in one call.
+camera under backlog): the detector sees all frames of one letterboxed size in one call
+(cameras of one resolution: one call), the embedder every passing face of all of them.
 """
 
 from __future__ import annotations
@@ -56,26 +56,29 @@ class FaceAnalyzer:
         return self.detect_many([image])[0]
 
     def detect_many(self, images: Sequence[ImageBGR]) -> list[list[Detection]]:
-        """Detections of each image, from one detector call on all of them.
+        """Detections of each image: one detector call per letterboxed input size.
 
-        Each frame is letterboxed as on its own, then padded right/bottom to the largest
-        padded size among them (with what a black pixel becomes after normalisation), so
-        frames of one size come out exactly as alone; a frame padded further than alone may
-        differ slightly near its bottom/right edge (the network sees more border).
+        Why not pad every frame to the largest size and make a single call: a frame padded
+        further than alone gives slightly different boxes (the network sees more border),
+        so a face's detection would depend on which other cameras shared its batch. Grouped
+        by size, each frame's result is exactly what it is alone.
         """
         if not images:
             return []
         spec = self.config.detector
         with self.clock.stage("preprocess"):
             prepared = [det.prepare_detector_input(image, spec) for image in images]
-            batch = common_batch([x for x, _ in prepared], spec.mean, spec.std)
-        with self.clock.stage("detect"):
-            outputs = self.backend.detect(batch)
-        with self.clock.stage("decode"):
-            return [det.detections_from_outputs({k: v[i:i + 1] for k, v in outputs.items()},
-                                                letterbox, image.shape[:2], spec)
-                    for i, (image, (_, letterbox)) in enumerate(zip(images, prepared,
-                                                                    strict=True))]
+            groups = batches_by_shape([x for x, _ in prepared])
+        found: list[list[Detection]] = [[] for _ in images]
+        for members, batch in groups:
+            with self.clock.stage("detect"):
+                outputs = self.backend.detect(batch)
+            with self.clock.stage("decode"):
+                for row, i in enumerate(members):
+                    found[i] = det.detections_from_outputs(
+                        {k: v[row:row + 1] for k, v in outputs.items()}, prepared[i][1],
+                        images[i].shape[:2], spec)
+        return found
 
     def align(self, image: ImageBGR, detection: Detection) -> ImageBGR:
         return align_face(image, detection.landmarks, self._template, self.config.embedder.size)
@@ -112,17 +115,11 @@ class FaceAnalyzer:
         return per_image
 
 
-def common_batch(inputs: Sequence[FloatArray], mean: Sequence[float],
-                 std: Sequence[float]) -> FloatArray:
-    """Stack (1, C, h, w) detector inputs into (N, C, H, W) at the largest h and w, padding
-    right/bottom with the normalised value of a black pixel (what letterboxing pads with)."""
-    if len(inputs) == 1:
-        return inputs[0]
-    height = max(x.shape[2] for x in inputs)
-    width = max(x.shape[3] for x in inputs)
-    fill = (0.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    batch = np.empty((len(inputs), inputs[0].shape[1], height, width), np.float32)
-    batch[:] = fill.reshape(1, -1, 1, 1)
+def batches_by_shape(inputs: Sequence[FloatArray]) -> list[tuple[list[int], FloatArray]]:
+    """Group (1, C, h, w) detector inputs by shape: (indices, stacked batch) per shape, in
+    order of first appearance."""
+    members: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(inputs):
-        batch[i, :, :x.shape[2], :x.shape[3]] = x[0]
-    return batch
+        members.setdefault(tuple(x.shape), []).append(i)
+    return [(idx, inputs[idx[0]] if len(idx) == 1 else np.concatenate([inputs[i] for i in idx]))
+            for idx in members.values()]
