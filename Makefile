@@ -35,6 +35,7 @@ deploy-env:
 lint: $(STAMP)
 	$(BIN)/ruff check services tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests bench
 
 test: models system-deps triton-env deploy-env lint
 	$(BIN)/pytest

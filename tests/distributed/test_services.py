@@ -237,8 +237,11 @@ def test_stream_through_the_services_agrees_with_the_embedded_core(
         validator("frame").validate(typed_frame_headers(headers_as_text(record.headers)))
     assert [int(dict(r.headers)["seq"]) for r in frames] == list(range(len(frames)))
 
-    events = wait_for("a face event per frame",
-                      lambda: len(e := face_events(stack, "cap13")) >= len(frames) and e)
+    def all_events() -> list[dict[str, Any]] | None:
+        found = face_events(stack, "cap13")
+        return found if len(found) >= len(frames) else None
+
+    events = wait_for("a face event per frame", all_events)
     wait_for("the matcher to consume every face event", stack.matcher_done)
     for event in events:
         validator("face_event").validate(event)

