@@ -47,4 +47,4 @@ bench: models
 	$(BIN)/python bench/write_benchmarks.py
 
 clean:
-	rm -rf $(VENV) .venv-triton .venv-deploy .cache triton_models/*/1/model.onnx
+	rm -rf $(VENV) .venv-triton .venv-deploy .cache triton_models/*/1/model.onnx triton_models/*/1/model.int8.onnx
