@@ -227,8 +227,19 @@ def revision(alert: dict[str, Any]) -> tuple[str, str, int, str, int]:
             alert["frame_index"])
 
 
+@pytest.fixture(scope="module")
+def default_analyzer() -> FaceAnalyzer:
+    """The analyzer `facescreen run` builds by default (`[inference]` auto), as the analyzer
+    service with `--inference onnx` does: the same runtime, so the same embeddings."""
+    from facescreen.analyzer.runtime import make_backend
+
+    config = PipelineConfig()
+    return FaceAnalyzer(make_backend(config, REPO, 2), config)
+
+
 def test_stream_through_the_services_agrees_with_the_embedded_core(
-        stack: Stack, analyzer: FaceAnalyzer) -> None:
+        stack: Stack, default_analyzer: FaceAnalyzer) -> None:
+    analyzer = default_analyzer
     ingest = stack.ingest("cap13")
     assert ingest.wait(120) == 0, (stack.workdir / "ingest-cap13.log").read_text()[-2000:]
     frames = frame_records(stack, "cap13")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -23,7 +24,8 @@ from prometheus_client import Counter, Histogram
 
 from facescreen.alerts.events import validator
 from facescreen.analyzer.analyzer import FaceAnalyzer
-from facescreen.analyzer.backends import InferenceBackend, OnnxRuntimeBackend
+from facescreen.analyzer.backends import InferenceBackend
+from facescreen.analyzer.runtime import make_backend
 from facescreen.bus import deadletter
 from facescreen.bus.codecs import EmbeddingDtype, FrameMeta, build_face_event, dumps
 from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
@@ -77,16 +79,21 @@ def is_transient(exc: BaseException) -> bool:
 
 def build_backend(inference: str, config: PipelineConfig, models_root: Any,
                   threads: int) -> InferenceBackend:
-    """`onnx` runs the models in this process; `triton://host:port` asks a Triton server."""
+    """`onnx` runs the models in this process (the runtime `[inference]` picks: ONNX Runtime
+    or OpenVINO); `triton://host:port` asks a Triton server."""
     if inference == "onnx":
-        return OnnxRuntimeBackend(config.detector, config.embedder, models_root, threads)
+        return make_backend(config, Path(models_root), threads)
     if inference.startswith("triton://"):
         address = inference[len("triton://"):].rstrip("/")
         if not address:
             raise ValueError("--inference triton:// needs host:port")
-        from facescreen.analyzer.triton_backend import TritonBackend  # only when asked for
+        from facescreen.analyzer.triton_backend import (
+            ModelNames,
+            TritonBackend,  # only when asked for
+        )
 
-        backend: InferenceBackend = TritonBackend(address)
+        backend: InferenceBackend = TritonBackend(
+            address, names=ModelNames.from_specs(config.detector, config.embedder))
         return backend
     raise ValueError(f"--inference {inference!r}: expected onnx or triton://host:port")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 from facescreen.analyzer.analyzer import FaceAnalyzer
-from facescreen.analyzer.backends import OnnxRuntimeBackend
+from facescreen.analyzer.runtime import RuntimeUnavailableError, make_backend
 from facescreen.config.pipeline import ConfigError, load_pipeline_config
 from facescreen.core.specs import PipelineConfig
 from facescreen.watchlist.base import WatchlistStore
@@ -59,7 +59,10 @@ def build_analyzer(args: argparse.Namespace) -> FaceAnalyzer:
     if not 1 <= args.threads <= 256:
         raise CommandError(f"--threads must be between 1 and 256, got {args.threads}")
     config = pipeline_config(args)
-    backend = OnnxRuntimeBackend(config.detector, config.embedder, args.models_root, args.threads)
+    try:  # [inference]: auto picks the fastest runtime that passes the gates on this CPU
+        backend = make_backend(config, args.models_root, args.threads)
+    except RuntimeUnavailableError as exc:
+        raise CommandError(str(exc)) from None
     return FaceAnalyzer(backend, config)
 
 

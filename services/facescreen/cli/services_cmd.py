@@ -244,7 +244,7 @@ def cmd_analyzer(args: argparse.Namespace) -> int:
         _require(args, bus, ("frames", "faces", "dead_letter"))
         try:
             backend = build_backend(args.inference, config, args.models_root, args.threads)
-        except ValueError as exc:
+        except (ValueError, RuntimeError) as exc:  # RuntimeUnavailableError included
             raise CommandError(str(exc)) from None
         work = FrameBatchAnalyzer(FaceAnalyzer(backend, config), policy, args.embedding_dtype)
         return run_worker(build_app(settings, work, readiness), args.log_level.lower())
