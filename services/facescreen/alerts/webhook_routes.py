@@ -15,12 +15,13 @@ a logged or printed route never carries it.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from facescreen.config.toml import read_toml
 
 MIN_SECRET_LEN = 16
 _KEYS = {"url", "secret_env", "max_attempts", "timeout_s"}
@@ -102,11 +103,4 @@ def parse_routes(data: Mapping[str, Any],
 
 def load_routes(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, WebhookRoute]:
     """The routes in the TOML file at `path`, secrets resolved from `environ` (default os.environ)."""
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise WebhookConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise WebhookConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse_routes(data, environ)
+    return parse_routes(read_toml(path, WebhookConfigError), environ)

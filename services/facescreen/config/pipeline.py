@@ -13,13 +13,13 @@ is one line naming the file, the table and the key.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from facescreen.config.toml import read_toml
 from facescreen.core.screening import ScreeningPolicy
 from facescreen.core.specs import PipelineConfig
 
@@ -33,14 +33,7 @@ class ConfigError(ValueError):
 
 def load_pipeline_config(path: Path) -> PipelineConfig:
     """`path`'s tables over the defaults, every value type- and range-checked."""
-    try:
-        with Path(path).open("rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return pipeline_from_mapping(data, str(path))
+    return pipeline_from_mapping(read_toml(path, ConfigError), str(path))
 
 
 def pipeline_from_mapping(data: dict[str, Any], where: str = "config") -> PipelineConfig:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facescreen.bus.entry import DEFAULT_MAX_FRAME_BYTES
+from facescreen.config.toml import read_toml
 from facescreen.ingest.sources import SourceSpec
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # as in frame.schema.json
@@ -131,10 +131,4 @@ def _camera(item: Any, index: int, default_quality: int, where: str) -> CameraCo
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with Path(path).open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return read_toml(path, ConfigError)
