@@ -261,10 +261,11 @@ def _at_least(value: float, low: float, flag: str) -> float:
 def cmd_matcher(args: argparse.Namespace) -> int:
     from facescreen.bus.entry import FaceEventPolicy
     from facescreen.bus.faustapp import run_worker
-    from facescreen.matcher.search import LocalLiveMatcher, PatientSearch
+    from facescreen.matcher.search import PatientSearch
     from facescreen.matcher.service import MatcherSettings, build_app
     from facescreen.matcher.state import SeqPolicy
     from facescreen.matcher.work import FaceEventMatcher
+    from facescreen.watchlist.live import LiveLocalWatchlist
 
     bus = _bus(args)
     bootstrap = _bootstrap(args)
@@ -288,7 +289,7 @@ def cmd_matcher(args: argparse.Namespace) -> int:
         search: SearchFn
         thresholds: Mapping[str, float]
         if getattr(args, "store", None) is None:
-            live = LocalLiveMatcher(store)
+            live = LiveLocalWatchlist(store)  # type: ignore[arg-type]  # a data directory
             search, thresholds = live.search, live.thresholds
         else:
             search, thresholds = store.matcher()

@@ -11,7 +11,6 @@ import logging
 import random
 import threading
 import time
-from typing import Any
 
 from prometheus_client import Histogram
 
@@ -64,45 +63,3 @@ class PatientSearch:
                 if candidates:
                     MATCH_SCORES.observe(candidates[0].score)
             return result
-
-
-class LocalLiveMatcher:
-    """A data directory's exact search, reloaded when its files change (checked each second).
-
-    The thresholds mapping is updated in place, so screeners holding it see new values.
-    """
-
-    def __init__(self, store: Any, check_every_s: float = 1.0) -> None:
-        self._store = store
-        self._check_every_s = check_every_s
-        self._checked = 0.0
-        self._token: tuple[int, ...] = ()
-        self.thresholds: dict[str, float] = {}
-        self._search: SearchFn = lambda probes, k: [[] for _ in range(len(probes))]
-        self._reload()
-
-    def _files_token(self) -> tuple[int, ...]:
-        token = []
-        for name in ("watchlist.json", "embeddings.npz"):
-            try:
-                token.append((self._store.data_dir / name).stat().st_mtime_ns)
-            except OSError:
-                token.append(0)
-        return tuple(token)
-
-    def _reload(self) -> None:
-        token = self._files_token()
-        search, thresholds = self._store.matcher()
-        self._search = search
-        self.thresholds.clear()
-        self.thresholds.update(thresholds)
-        self._token = token
-        log.info("watchlist loaded", extra={"fields": {"watchlists": sorted(self.thresholds)}})
-
-    def search(self, probes: FloatArray, k: int) -> list[list[Candidate]]:
-        now = time.monotonic()
-        if now - self._checked >= self._check_every_s:
-            self._checked = now
-            if self._files_token() != self._token:
-                self._reload()
-        return self._search(probes, k)

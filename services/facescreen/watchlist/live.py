@@ -57,14 +57,17 @@ class LiveLocalWatchlist:
     def _reload(self, now: float) -> None:
         token = self._files_token()
         self.index, thresholds = self._store.index(now)
-        self._next_expiry = self._store.next_expiry(now)
+        subjects = self._store.subjects()
+        self._next_expiry = min((s.expires for s in subjects.values()
+                                 if s.expires is not None and s.expires > now),
+                                default=math.inf)
         self.thresholds.clear()
         self.thresholds.update(thresholds)
         self._token = token
         self.reloads += 1
         log.info("watchlist loaded", extra={"fields": {
             "watchlists": sorted(self.thresholds), "templates": len(self.index)}})
-        stale = stale_calibrations(self._store.watchlists(), self._store.subjects(), now)
+        stale = stale_calibrations(self._store.watchlists(), subjects, now)
         if stale:
             log.warning("calibration stale: the gallery grew since the threshold was set; "
                         "run 'facescreen watchlist calibrate' again", extra={"fields": {

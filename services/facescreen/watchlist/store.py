@@ -217,13 +217,6 @@ class LocalWatchlistStore:
         thresholds = {n: w.threshold for n, w in state.watchlists.items()}
         return GalleryIndex(tuple(ids), tuple(lists), templates), thresholds
 
-    def next_expiry(self, after: float) -> float:
-        """The earliest expiry still to come after `after` (inf: none), so a live index
-        knows when to rebuild itself."""
-        times = [s.expires for s in self._load().subjects.values()
-                 if s.expires is not None and s.expires > after]
-        return min(times, default=float("inf"))
-
     def matcher(self, watchlists: Sequence[str] | None = None, *,
                 now: float | None = None) -> tuple[SearchFn, dict[str, float]]:
         """Exact search over the subjects live now, as screening calls it.
