@@ -30,20 +30,17 @@ from facescreen.bus import deadletter
 from facescreen.bus.codecs import EmbeddingDtype, FrameMeta, build_face_event, dumps
 from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
 from facescreen.bus.entry import FramePolicy, check_frame, decode_frame
-from facescreen.bus.faustapp import (
-    FaustTuning,
+from facescreen.bus.faustapp import FaustTuning, make_app, message_ref, raw_topic
+from facescreen.bus.topics import BusConfig
+from facescreen.bus.worker import (
     SendError,
     fail_stop,
     hold_forever,
-    make_app,
-    message_ref,
     observe_lag,
     publish_dead_letter,
-    raw_topic,
     retry_forever,
     watch_assignment,
 )
-from facescreen.bus.topics import BusConfig
 from facescreen.core.specs import PipelineConfig
 from facescreen.core.types import Face, ImageBGR
 from facescreen.ops.health import Readiness

@@ -39,19 +39,21 @@ from prometheus_client import Counter
 from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
 from facescreen.bus.faustapp import (
     FaustTuning,
-    SendError,
-    fail_stop,
-    hold_forever,
     key_partition,
     make_app,
     message_ref,
+    raw_topic,
+)
+from facescreen.bus.topics import BusConfig
+from facescreen.bus.worker import (
+    SendError,
+    fail_stop,
+    hold_forever,
     observe_lag,
     publish_dead_letter,
-    raw_topic,
     send_bounded,
     watch_assignment,
 )
-from facescreen.bus.topics import BusConfig
 from facescreen.matcher.table import CameraTable
 from facescreen.matcher.work import ALERT_HEADERS, FaceEventMatcher, Outcome, StoppingError
 from facescreen.ops.health import Readiness
