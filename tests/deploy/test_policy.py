@@ -16,7 +16,7 @@ from tests.conftest import REPO
 from tests.deploy.conftest import one
 
 
-@pytest.mark.parametrize("overlay", ["dev", "gpu"])
+@pytest.mark.parametrize("overlay", ["dev", "gpu", "gpu-tensorrt"])
 def test_every_overlay_keeps_the_rules(overlay: str, rendered_all: dict[str, list[Obj]]) -> None:
     assert policy.check_objects(rendered_all[overlay]) == []
 
