@@ -16,8 +16,8 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def missing(reason: str) -> NoReturn:
-    """Skip (user's machine) or fail (CI) because `reason`."""
+def missing(reason: str, *, module: bool = False) -> NoReturn:
+    """Skip (user's machine) or fail (CI) because `reason`; `module=True` at import time."""
     if in_ci():
         pytest.fail(f"{reason} -- CI=true, so this fails instead of skipping", pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module)
