@@ -21,7 +21,7 @@ from facescreen.api.common import IMAGES, ctx_of, embed_for_enrolment, limit, mu
 from facescreen.api.context import ApiContext
 from facescreen.api.schemas import NAME_MAX, TEXT_MAX, ErasureReport, SubjectOut
 from facescreen.api.uploads import Upload, read_upload
-from facescreen.watchlist.store import Subject, WatchlistError, check_name
+from facescreen.watchlist.store import Subject, SubjectExistsError, WatchlistError, check_name
 
 router = APIRouter(route_class=GuardedRoute, tags=["subjects"])
 SubjectId = Path(min_length=1, max_length=NAME_MAX)
@@ -66,7 +66,11 @@ async def enrol(request: Request) -> SubjectOut:
     if subject_id in await run_in_threadpool(ctx.watchlists.subjects):
         raise HTTPException(409, f"subject {subject_id!r} is already enrolled: add images "
                                  f"with POST /api/v1/subjects/{{id}}/images")
-    return await _add(request, ctx, upload, subject_id, watchlist, reason, expires)
+    try:
+        return await _add(request, ctx, upload, subject_id, watchlist, reason, expires, new=True)
+    except SubjectExistsError:  # enrolled meanwhile by a concurrent request
+        raise HTTPException(409, f"subject {subject_id!r} is already enrolled: add images "
+                                 f"with POST /api/v1/subjects/{{id}}/images") from None
 
 
 @router.get("/subjects/{subject_id}", response_model=SubjectOut, openapi_extra=role("viewer"))
@@ -138,13 +142,14 @@ def erase(request: Request, subject_id: str = SubjectId,
 
 
 async def _add(request: Request, ctx: ApiContext, upload: Upload, subject_id: str,
-               watchlist: str, reason: str, expires: float | None) -> SubjectOut:
+               watchlist: str, reason: str, expires: float | None,
+               new: bool = False) -> SubjectOut:
     pictures = await upload.images(ctx.limits)
     enrolled = await embed_for_enrolment(ctx, pictures, upload.text("face", required=False))
     rows = [(e.label, e.quality, e.embedding) for e in enrolled]
     subject = await run_in_threadpool(lambda: ctx.watchlists.add_subject(
         subject_id, watchlist, rows, actor=actor(principal(request)), reason=reason,
-        expires=expires))
+        expires=expires, new=new))
     return SubjectOut.of(subject)
 
 

@@ -39,8 +39,14 @@ class WatchlistStore(Protocol):
 
     def add_subject(self, subject_id: str, watchlist: str,
                     embeddings: list[tuple[str, float, FloatArray]], *, actor: str,
-                    reason: str = "", expires: float | None = None) -> Subject:
-        """Enrol images (label, quality, normalised embedding) for a subject on a watchlist."""
+                    reason: str = "", expires: float | None = None,
+                    new: bool = False) -> Subject:
+        """Enrol images (label, quality, normalised embedding) for a subject on a watchlist.
+
+        `new=True` refuses (SubjectExistsError) a subject that exists, checked inside the
+        store's own lock or transaction: two concurrent enrolments of one new id must not
+        merge two people's photos into one subject.
+        """
         ...
 
     def remove_subject(self, subject_id: str, *, actor: str, reason: str = "",

@@ -61,6 +61,7 @@ from facescreen.watchlist.store import (
     FORMAT_VERSION,
     EnrolledImage,
     Subject,
+    SubjectExistsError,
     Watchlist,
     WatchlistError,
     check_embedding,
@@ -470,8 +471,10 @@ class RedisWatchlistStore:
 
     def add_subject(self, subject_id: str, watchlist: str,
                     embeddings: list[tuple[str, float, FloatArray]], *, actor: str,
-                    reason: str = "", expires: float | None = None) -> Subject:
-        """Enrol images (label, quality, embedding); rewrites the subject's templates."""
+                    reason: str = "", expires: float | None = None,
+                    new: bool = False) -> Subject:
+        """Enrol images (label, quality, embedding); rewrites the subject's templates.
+        `new=True` refuses an existing subject inside the WATCH transaction."""
         check_name(subject_id, "subject")
         check_name(watchlist, "watchlist")
         if not embeddings:
@@ -486,6 +489,8 @@ class RedisWatchlistStore:
 
         def change(pipe: Pipeline) -> Subject:
             raw = pipe.get(subject_key)
+            if new and raw is not None:
+                raise SubjectExistsError(f"subject {subject_id!r} is already enrolled")
             now = time.time()
             subject = _subject(raw) if raw is not None else Subject(subject_id, [], now)
             raw_embeddings: dict[bytes, bytes] = pipe.hgetall(emb_key)  # type: ignore[assignment]
@@ -494,12 +499,12 @@ class RedisWatchlistStore:
                 subject.watchlists.append(watchlist)
             if expires is not None:
                 subject.expires = expires
-            new: dict[str, bytes] = {}
+            added: dict[str, bytes] = {}
             for label, quality, vector in embeddings:
                 image_id = uuid.uuid4().hex
-                new[image_id] = np.asarray(vector, "<f4").tobytes()
+                added[image_id] = np.asarray(vector, "<f4").tobytes()
                 subject.images.append(EnrolledImage(image_id, label, float(quality), now))
-            stored.update({i: np.frombuffer(v, "<f4") for i, v in new.items()})
+            stored.update({i: np.frombuffer(v, "<f4") for i, v in added.items()})
             missing = [i.image_id for i in subject.images if i.image_id not in stored]
             if missing:
                 raise WatchlistError(f"subject {subject_id!r} at {self.url} is corrupt: "
@@ -510,7 +515,7 @@ class RedisWatchlistStore:
             pipe.hsetnx(lists_key, watchlist, json.dumps(asdict(Watchlist(watchlist))))
             pipe.sadd(self._key("subjects"), subject_id)
             pipe.set(subject_key, json.dumps(asdict(subject)))
-            pipe.hset(emb_key, mapping=new)  # type: ignore[arg-type]
+            pipe.hset(emb_key, mapping=added)  # type: ignore[arg-type]
             keys = [subject_key, emb_key]
             for name in subject.watchlists:
                 tpl_key = self._tpl_key(subject_id, name)

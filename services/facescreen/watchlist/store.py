@@ -39,6 +39,10 @@ class WatchlistError(RuntimeError):
     """A watchlist operation cannot be done; the message says why."""
 
 
+class SubjectExistsError(WatchlistError):
+    """A new subject's id is taken (`add_subject(..., new=True)`)."""
+
+
 @dataclass
 class EnrolledImage:
     image_id: str
@@ -358,8 +362,9 @@ class LocalWatchlistStore:
 
     def add_subject(self, subject_id: str, watchlist: str, embeddings: list[tuple[str, float,
                     FloatArray]], *, actor: str, reason: str = "",
-                    expires: float | None = None) -> Subject:
-        """Enrol images (label, quality, embedding) for a subject on a watchlist."""
+                    expires: float | None = None, new: bool = False) -> Subject:
+        """Enrol images (label, quality, embedding) for a subject on a watchlist;
+        `new=True` refuses an existing subject under the directory's lock."""
         check_name(subject_id, "subject")
         check_name(watchlist, "watchlist")
         if not embeddings:
@@ -370,6 +375,8 @@ class LocalWatchlistStore:
             raise WatchlistError("the expiry must lie in the future")
         with self._change(actor, "add_subject", reason, subject=subject_id, watchlist=watchlist,
                           images=len(embeddings)) as state:
+            if new and subject_id in state.subjects:
+                raise SubjectExistsError(f"subject {subject_id!r} is already enrolled")
             state.watchlists.setdefault(watchlist, Watchlist(watchlist))
             now = time.time()
             subject = state.subjects.setdefault(subject_id, Subject(subject_id, [], now))
