@@ -7,17 +7,20 @@ idempotent ingest absorbs it (at least once, effectively once per revision). A m
 that can never be stored goes to the dead-letter topic (its reference, never its
 content) and the consumer moves on. A database that cannot be reached is not the
 message's fault: the consumer turns not ready, rewinds to the first message not stored
-and retries with back-off, so nothing is lost or dead-lettered while the database is
-down. If the broker refuses a dead letter the process stops (exit 1) without committing
-past it, rather than skipping a message silently.
+and retries with jittered back-off (`facescreen.ops.retry`, shown under `retrying` on
+/readyz), so nothing is lost or dead-lettered while the database is down. If the broker
+refuses a dead letter the process stops (exit 1) without committing past it, rather than
+skipping a message silently. Every `check_s` the bus is checked (`facescreen.bus.watch`):
+topics present, committed offsets within the log (else reset by policy), progress.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
@@ -26,7 +29,16 @@ from facescreen.alerts.store import AlertStore, InvalidAlert, StoreUnavailable
 from facescreen.bus.deadletter import DeadLetter, KafkaDeadLetterProducer, MessageRef, failure_letter
 from facescreen.bus.safejson import JsonLimitError, loads_bounded
 from facescreen.bus.topics import BusConfig
+from facescreen.bus.watch import (
+    BrokerView,
+    ProgressTracker,
+    WatchSettings,
+    out_of_range,
+    record_reset,
+    reset_target,
+)
 from facescreen.ops.health import Readiness
+from facescreen.ops.retry import Backoff, RetryPolicy, Schedule
 
 log = logging.getLogger("facescreen.alerts.service")
 SERVICE = "alert-store"
@@ -48,6 +60,7 @@ class ConsumerSettings:
     retry_initial_s: float = 0.5
     retry_max_s: float = 15.0
     send_timeout_s: float = 10.0
+    watch: WatchSettings = field(default_factory=WatchSettings.from_env)
 
 
 def parse_alert(ref: MessageRef) -> dict[str, Any]:
@@ -89,8 +102,18 @@ class AlertStoreConsumer:
         self.on_stored = on_stored  # e.g. the webhook dispatcher's submit
         self.settings = settings
         self.readiness = readiness or Readiness("broker", "database")
+        self.readiness.stall_s = settings.watch.stall_s
         self.stop = threading.Event()
         self._sleep = sleep or self.stop.wait  # returns True when stopping
+        policy = RetryPolicy("database", lambda exc: isinstance(exc, StoreUnavailable),
+                             Backoff(settings.retry_initial_s,
+                                     max(settings.retry_initial_s, settings.retry_max_s)))
+        self._database = Schedule(policy, "database", readiness=self.readiness,
+                                  check="database")
+        self._delay = settings.retry_initial_s
+        self._progress = ProgressTracker(self.readiness)
+        self._next_check = 0.0
+        self._handled: dict[Any, int] = {}  # partition -> next offset handled
 
     def run(self) -> int:
         from kafka import KafkaConsumer, KafkaProducer
@@ -110,33 +133,66 @@ class AlertStoreConsumer:
                                  acks="all", allow_auto_create_topics=False, linger_ms=0,
                                  max_block_ms=int(s.send_timeout_s * 1000), **security)
         dead = KafkaDeadLetterProducer(producer, s.bus.dead_letter.name, SERVICE)
+        view = BrokerView(s.bootstrap, [s.bus.alerts, s.bus.dead_letter], SERVICE,
+                          self.readiness)
+        self.readiness.mark("topics", True)  # checked at start (require_topics)
         try:
-            return self._loop(consumer, dead)
+            return self._loop(consumer, dead, view)
         finally:
+            view.close()
             self.readiness.mark("broker", False)
             consumer.close(autocommit=False)
             producer.close(s.send_timeout_s)
 
-    def _loop(self, consumer: Any, dead: KafkaDeadLetterProducer) -> int:
-        delay = self.settings.retry_initial_s
+    def _loop(self, consumer: Any, dead: KafkaDeadLetterProducer, view: BrokerView) -> int:
         while not self.stop.is_set():
             batch = consumer.poll(timeout_ms=int(self.settings.poll_timeout_s * 1000))
             self.readiness.mark("broker", bool(consumer.assignment()))
+            if time.monotonic() >= self._next_check:
+                self._check_bus(consumer, view)
+                self._next_check = time.monotonic() + self.settings.watch.check_s
             if not batch:
                 continue
             done, rewind, broker_failed = self._handle(batch, dead)
             self._commit(consumer, done)
+            self._handled.update(done)
             if broker_failed:
                 return 1
             if rewind is None:
-                delay = self.settings.retry_initial_s
                 continue
             for tp, offset in rewind.items():  # rewind to what was not stored, retry later
                 consumer.seek(tp, offset)
-            if self._sleep(delay):
+            if self._sleep(self._delay):
                 break
-            delay = min(delay * 2, self.settings.retry_max_s)
         return 0
+
+    def _check_bus(self, consumer: Any, view: BrokerView) -> None:
+        """Topics, committed offsets past the log's end, progress (`facescreen.bus.watch`)."""
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            view.check_topics()
+            committed = view.committed(self.settings.group)
+            assigned = list(consumer.assignment())
+            policy = self.settings.watch.offset_reset
+            for tp in assigned:
+                key = (tp.topic, tp.partition)
+                end, done = consumer.highwater(tp), committed.get(key)
+                if done is not None and end is not None and out_of_range(done, end):
+                    start = consumer.beginning_offsets([tp])[tp]
+                    target = reset_target(policy, start, end)
+                    record_reset(SERVICE, tp.topic, tp.partition, done, end, target, policy)
+                    consumer.seek(tp, target)
+                    consumer.commit({tp: OffsetAndMetadata(target, "", -1)})
+                    self._handled.pop(tp, None)
+                    continue
+                marks = [m for m in (done, self._handled.get(tp)) if m is not None]
+                if not marks and end:
+                    marks = [consumer.beginning_offsets([tp])[tp]]
+                self._progress.update(key, max(marks, default=0), end)
+            self._progress.retain((tp.topic, tp.partition) for tp in assigned)
+        except Exception as exc:  # a check must never stop the consumer
+            log.warning("bus check failed: %s", type(exc).__name__)
 
     def _handle(self, batch: dict[Any, list[Any]], dead: KafkaDeadLetterProducer
                 ) -> tuple[dict[Any, int], dict[Any, int] | None, bool]:
@@ -150,12 +206,11 @@ class AlertStoreConsumer:
                 try:
                     stored = store_message(self.store, ref)
                     outcome = "stored" if stored is not None else "unchanged"
-                    self.readiness.mark("database", True)
+                    self._database.succeeded()
                     if stored is not None and self.on_stored is not None:
                         self.on_stored(stored)
-                except StoreUnavailable as exc:
-                    self.readiness.mark("database", False)
-                    log.warning("database unavailable, will retry: %s", exc)
+                except StoreUnavailable as exc:  # retried by policy: not ready meanwhile
+                    self._delay = self._database.failed(exc)
                     rewind = {tp: record.offset}
                     rewind.update({other: recs[0].offset for other, recs in batch.items()
                                    if other not in done and other != tp and recs})

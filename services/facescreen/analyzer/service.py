@@ -188,7 +188,7 @@ def build_app(settings: AnalyzerSettings, work: FrameBatchAnalyzer,
     faces_topic = raw_topic(app, settings.bus.faces.name)
     dead_topic = raw_topic(app, settings.bus.dead_letter.name)
     executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
-    watch_assignment(app, readiness, SERVICE)
+    watch_assignment(app, readiness, SERVICE, settings.bus, ("frames", "faces", "dead_letter"))
 
     async def in_thread(func: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, func, *args)

@@ -2,15 +2,16 @@
 
 Apart from `faustapp` (how the app is built and tuned) because these are the rules of
 progress every service shares: a send that the broker does not acknowledge in time, a
-transient dependency retried with back-off while readiness is false, and a worker that
-cannot make progress stopping with exit 1 instead of hanging while its probes say 200.
+transient dependency retried by policy (`facescreen.ops.retry`) while readiness is false,
+a worker that cannot make progress stopping with exit 1 instead of hanging while its
+probes say 200, and the periodic bus checks (`facescreen.bus.watch`: topics present,
+committed offsets within the log, partitions progressing) that keep `/readyz` honest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -21,16 +22,34 @@ from prometheus_client import Gauge
 from facescreen.bus import deadletter
 from facescreen.bus.deadletter import DeadLetter, MessageRef
 from facescreen.bus.faustapp import FaustTuning
+from facescreen.bus.topics import BusConfig
+from facescreen.bus.watch import (
+    BrokerView,
+    Key,
+    ProgressTracker,
+    WatchSettings,
+    out_of_range,
+    record_reset,
+    reset_target,
+)
 from facescreen.ops.health import Readiness
+from facescreen.ops.retry import bounded, call_async, infrastructure
 
 log = logging.getLogger("facescreen.faust")
 LAG = Gauge("facescreen_consumer_lag", "Messages behind the partition's end, per service",
             ["service", "topic", "partition"])
 T = TypeVar("T")
+_handled: dict[tuple[str, str, int], int] = {}  # (service, topic, partition) -> next offset
 
 
-def watch_assignment(app: faust.App, readiness: Readiness, service: str) -> None:
-    """Readiness 'broker' turns true once the group has given this worker its partitions."""
+def watch_assignment(app: faust.App, readiness: Readiness, service: str,
+                     bus: BusConfig | None = None, roles: tuple[str, ...] = ()) -> None:
+    """Readiness 'broker' turns true once the group has given this worker its partitions.
+
+    With `bus` and the `roles` of the topics the service uses, the bus is also checked
+    every `check_s` (`facescreen.bus.watch`): `topics` (present, partition counts),
+    committed offsets past the log's end (reset by policy) and `progress`.
+    """
 
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
@@ -40,6 +59,67 @@ def watch_assignment(app: faust.App, readiness: Readiness, service: str) -> None
                                                      for tp in assigned)}})
 
     app.on_partitions_assigned.connect(cast(Any, _assigned))
+    if bus is None:
+        return
+    settings = WatchSettings.from_env()
+    readiness.stall_s = settings.stall_s
+    readiness.mark("topics", True)  # checked at start (require_topics); rechecked below
+    servers = [f"{url.host}:{url.port or 9092}" for url in app.conf.broker]
+    view = BrokerView(servers, [bus.topics()[role] for role in roles], service, readiness)
+    tracker = ProgressTracker(readiness)
+
+    async def _check_bus() -> None:
+        await check_bus(app, service, view, tracker, settings)
+
+    app.timer(settings.check_s, name=f"{service}.check-bus")(_check_bus)
+
+
+async def check_bus(app: faust.App, service: str, view: BrokerView, tracker: ProgressTracker,
+                    settings: WatchSettings) -> None:
+    """One round of bus checks (see `watch_assignment`); never raises."""
+    try:
+        await asyncio.to_thread(view.check_topics)
+        committed = await asyncio.to_thread(view.committed, app.conf.id)
+        if app.rebalancing:  # offsets move under a rebalance: look next time
+            return
+        consumer = app.consumer
+        assigned = sorted(consumer.assignment())
+        for tp in assigned:
+            key: Key = (tp.topic, tp.partition)
+            end = consumer.highwater(tp)  # from fetch responses: right on tansu too
+            done = committed.get(key)
+            if done is not None and end is not None and out_of_range(done, end):
+                start = (await consumer.earliest_offsets(tp)).get(tp, 0)
+                target = reset_target(settings.offset_reset, start, end)
+                record_reset(service, tp.topic, tp.partition, done, end, target,
+                             settings.offset_reset)
+                await reset_partition(app, tp, target)
+                _handled.pop((service, tp.topic, tp.partition), None)
+                continue
+            markers = [m for m in (done, _handled.get((service, tp.topic, tp.partition)))
+                       if m is not None]
+            if not markers and end:
+                markers = [(await consumer.earliest_offsets(tp)).get(tp, 0)]
+            tracker.update(key, max(markers, default=0), end)
+        tracker.retain((tp.topic, tp.partition) for tp in assigned)
+    except Exception as exc:  # a check must never take the worker down
+        log.warning("bus check failed", extra={"fields": {"service": service,
+                                                          "error": type(exc).__name__}})
+
+
+async def reset_partition(app: faust.App, tp: Any, offset: int) -> None:
+    """Move a partition's committed offset and position to `offset`, in the broker and in
+    Faust's own bookkeeping.
+
+    Faust (faust-streaming 0.15.3) has no public call for this: it acknowledges only
+    offsets at or past the committed offset it remembers, so that one is replaced too
+    (`_committed_offset`), and the broker's is committed (`_commit`) so a restart does
+    not find it again. Covered by tests/distributed/test_bus_watch.py.
+    """
+    consumer = cast(Any, app.consumer)
+    await consumer._commit({tp: offset})
+    await consumer.seek(tp, offset)
+    consumer._committed_offset[tp] = offset or None
 
 
 def observe_lag(app: faust.App, service: str, ref: MessageRef) -> None:
@@ -50,6 +130,7 @@ def observe_lag(app: faust.App, service: str, ref: MessageRef) -> None:
         highwater = app.consumer.highwater(TP(ref.topic, ref.partition))
     except Exception:  # highwater is best effort; never fail a message for a gauge
         return
+    _handled[(service, ref.topic, ref.partition)] = ref.offset + 1
     if highwater is not None:
         LAG.labels(service, ref.topic, str(ref.partition)).set(max(0, highwater - ref.offset - 1))
 
@@ -57,30 +138,14 @@ def observe_lag(app: faust.App, service: str, ref: MessageRef) -> None:
 async def retry_forever(what: str, call: Callable[[], Awaitable[T]], readiness: Readiness,
                         check: str, is_transient: Callable[[BaseException], bool],
                         max_delay_s: float = 30.0) -> T:
-    """Await `call` until it succeeds; transient failures back off (readiness false meanwhile).
+    """Await `call` until it succeeds; transient failures back off (readiness false and
+    `/readyz` `retrying` meanwhile), anything else is raised at once.
 
     Used for infrastructure that is down (inference server, watchlist store): the line
     stops and nothing is skipped or dead-lettered, since the message is not at fault.
     """
-    attempt = 0
-    while True:
-        try:
-            result = await call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            attempt += 1
-            readiness.mark(check, False)
-            delay = min(max_delay_s, 0.5 * 2 ** min(attempt - 1, 8)) * random.uniform(0.5, 1.0)
-            log.warning("retrying", extra={"fields": {"what": what, "attempt": attempt,
-                                                      "error": f"{type(exc).__name__}: {exc}",
-                                                      "delay_s": round(delay, 2)}})
-            await asyncio.sleep(delay)
-            continue
-        if attempt:
-            log.info("recovered", extra={"fields": {"what": what, "attempts": attempt + 1}})
-        readiness.mark(check, True)
-        return result
+    policy = infrastructure(is_transient, max_s=max_delay_s, name=check)
+    return await call_async(policy, what, call, readiness=readiness, check=check)
 
 
 class SendError(RuntimeError):
@@ -99,28 +164,25 @@ async def send_bounded(topic: Any, key: bytes | None, value: bytes,
     Returns the broker's record metadata (topic, partition, offset).
     """
     tuning = tuning or FaustTuning()
-    last: BaseException | None = None
-    for attempt in range(1, tuning.send_attempts + 1):
-        try:
-            sent = await asyncio.wait_for(topic.send(key=key, value=value, headers=headers,
-                                                     partition=partition),
-                                          tuning.send_timeout_s)
-            metadata = await asyncio.wait_for(asyncio.shield(sent), tuning.send_timeout_s)
-        except Exception as exc:
-            last = exc
-            if readiness is not None:
-                readiness.mark("progress", False)
-            log.warning("send failed", extra={"fields": {
-                "topic": topic.get_topic_name(), "attempt": attempt,
-                "error": type(exc).__name__}})
-            if attempt < tuning.send_attempts:
-                await asyncio.sleep(min(5.0, 0.5 * 2 ** attempt))
-            continue
-        if readiness is not None and attempt > 1:
-            readiness.mark("progress", True)
-        return metadata
-    raise SendError(f"{topic.get_topic_name()}: not acknowledged after "
-                    f"{tuning.send_attempts} attempts ({type(last).__name__})") from last
+    name = topic.get_topic_name()
+
+    async def attempt() -> Any:
+        sent = await asyncio.wait_for(topic.send(key=key, value=value, headers=headers,
+                                                 partition=partition), tuning.send_timeout_s)
+        return await asyncio.wait_for(asyncio.shield(sent), tuning.send_timeout_s)
+
+    policy = bounded(_any_error, tuning.send_attempts, name="send")
+    try:
+        return await call_async(policy, f"send to {name}", attempt, readiness=readiness,
+                                check="progress", confirm=False)
+    except Exception as exc:
+        raise SendError(f"{name}: not acknowledged after {tuning.send_attempts} attempts "
+                        f"({type(exc).__name__})") from exc
+
+
+def _any_error(exc: BaseException) -> bool:
+    """Every failed send is worth another attempt, up to the bound."""
+    return isinstance(exc, Exception)
 
 
 async def publish_dead_letter(topic: Any, service: str, ref: MessageRef, letter: DeadLetter,

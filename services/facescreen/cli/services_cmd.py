@@ -178,6 +178,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from facescreen.bus.watch import watch_topics
     from facescreen.ingest.config import ConfigError, IngestConfig
     from facescreen.ingest.service import IngestService, make_producer
 
@@ -190,6 +191,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     readiness, health = _start(args, "ingest", "broker")
     try:
         _require(args, bus, ("frames",))
+        watch_topics(bootstrap, [bus.frames], "ingest", readiness)  # the `topics` check
         producer = make_producer(bootstrap, config.max_frame_bytes)
         service = IngestService(config, producer, bus.frames.name, readiness=readiness,
                                 session=args.session, max_reconnects=args.max_reconnects)

@@ -26,7 +26,7 @@ from facescreen.core.calibration import (
     InsufficientImpostorsError,
 )
 from facescreen.ingest.sources import mask_uri
-from facescreen.watchlist.audit_relay import relay
+from facescreen.watchlist.audit_relay import relay, relay_patiently
 from facescreen.watchlist.calibrate import calibrate_list, collect_impostors, impostor_images
 from facescreen.watchlist.enrol import enrol_images
 from facescreen.watchlist.store import Watchlist, calibration_stale, gallery_size
@@ -281,7 +281,9 @@ def cmd_audit_relay(args: argparse.Namespace) -> int:
     try:
         while True:
             try:
-                count = relay(store, store_id, publish)
+                count = (relay(store, store_id, publish) if args.follow is None else
+                         relay_patiently(store, store_id, publish,
+                                         lambda exc: isinstance(exc, KafkaError)))
             except KafkaError as exc:
                 raise CommandError(f"audit relay: the broker did not acknowledge an entry "
                                    f"({type(exc).__name__}); the cursor was not moved") from None

@@ -121,6 +121,7 @@ class CameraWorker:
         name = self.camera.name
         params = [cv2.IMWRITE_JPEG_QUALITY, self.camera.jpeg_quality]
         while (item := self.slot.take(self.service.stop)) is not None:
+            self.service.readiness.waiting(f"camera:{name}")  # progress: see ops.health
             frame, captured_wall = item
             ok, encoded = cv2.imencode(".jpg", frame.image, params)
             if not ok:
@@ -140,6 +141,7 @@ class CameraWorker:
                              width=width, height=height)
             self._seq += 1
             if self.service.send(meta, data):
+                self.service.readiness.progressed(f"camera:{name}")
                 self.result.published += 1
                 PUBLISHED.labels(name).inc()
                 PUBLISH_SECONDS.observe(time.time() - captured_wall)

@@ -1,14 +1,14 @@
 """The matcher's watchlist search: patient when the store is away, live on a data dir.
 
 A face event is never at fault for a store that is down, so the search is retried until
-it answers (readiness false meanwhile) instead of dead-lettering events; a local data
-directory is re-read when its files change, so enrolments reach a running matcher.
+it answers (readiness false and `/readyz` `retrying` meanwhile; `facescreen.ops.retry`)
+instead of dead-lettering events; a local data directory is re-read when its files
+change, so enrolments reach a running matcher.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 
@@ -19,6 +19,7 @@ from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
 from facescreen.matcher.work import StoppingError
 from facescreen.ops.health import Readiness
+from facescreen.ops.retry import RetryStoppedError, call_sync, infrastructure
 
 log = logging.getLogger("facescreen.matcher.search")
 MATCH_SCORES = Histogram("facescreen_matcher_top_score",
@@ -38,28 +39,29 @@ class PatientSearch:
         self._search = search
         self._readiness = readiness
         self._stopping = stopping
-        self._max_delay_s = max_delay_s
+        self._policy = infrastructure(_store_away, max_s=max_delay_s, name="watchlist")
 
     def __call__(self, probes: FloatArray, k: int) -> list[list[Candidate]]:
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
-                result = self._search(probes, k)
-            except Exception as exc:
-                attempt += 1
-                self._readiness.mark("watchlist", False)
-                delay = min(self._max_delay_s, 0.5 * 2 ** min(attempt - 1, 8))
-                delay *= random.uniform(0.5, 1.0)
-                log.warning("watchlist search failed, retrying", extra={"fields": {
-                    "attempt": attempt, "error": f"{type(exc).__name__}: {exc}",
-                    "delay_s": round(delay, 2)}})
-                if self._stopping.wait(delay):
-                    raise StoppingError("stopped while the watchlist store was away") from exc
-                continue
-            SEARCH_SECONDS.observe(time.perf_counter() - started)
-            self._readiness.mark("watchlist", True)
-            for candidates in result:
-                if candidates:
-                    MATCH_SCORES.observe(candidates[0].score)
-            return result
+        timed: list[float] = []
+
+        def search() -> list[list[Candidate]]:
+            timed[:] = [time.perf_counter()]
+            return self._search(probes, k)
+
+        try:
+            result = call_sync(self._policy, "watchlist search", search,
+                               readiness=self._readiness, check="watchlist",
+                               stopping=self._stopping)
+        except RetryStoppedError as exc:
+            raise StoppingError("stopped while the watchlist store was away") from exc
+        SEARCH_SECONDS.observe(time.perf_counter() - timed[0])
+        for candidates in result:
+            if candidates:
+                MATCH_SCORES.observe(candidates[0].score)
+        return result
+
+
+def _store_away(exc: BaseException) -> bool:
+    """Every search failure is the store's (a query of ours that is wrong would fail the
+    same for every event, and stopping the line is then the right outcome too)."""
+    return isinstance(exc, Exception)

@@ -57,6 +57,7 @@ from facescreen.bus.worker import (
 from facescreen.matcher.table import CameraTable
 from facescreen.matcher.work import ALERT_HEADERS, FaceEventMatcher, Outcome, StoppingError
 from facescreen.ops.health import Readiness
+from facescreen.ops.retry import call_async, infrastructure
 
 log = logging.getLogger("facescreen.matcher.service")
 SERVICE = "matcher"
@@ -71,6 +72,7 @@ STATE_WRITES = Counter("facescreen_matcher_state_writes", "Camera states saved t
 STATE_BYTES = Counter("facescreen_matcher_state_bytes", "Bytes of camera states saved")
 
 Job = Callable[[MessageRef, "bytes | None"], Outcome]
+STATE_POLICY = infrastructure(lambda exc: isinstance(exc, Exception), name="state")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def build_app(settings: MatcherSettings, work: FaceEventMatcher, readiness: Read
     executor = ThreadPoolExecutor(1, thread_name_prefix="screen")
     lock = asyncio.Lock()
     loading: set[asyncio.Task[None]] = set()
-    watch_assignment(app, readiness, SERVICE)
+    watch_assignment(app, readiness, SERVICE, bus, ("faces", "alerts", "dead_letter", "feedback",
+                                                  "matcher_state"))
     bounds: dict[str, Any] = {"tuning": settings.tuning, "readiness": readiness}
 
     def _faces_partitions(tps: Any) -> set[int]:
@@ -121,18 +124,10 @@ def build_app(settings: MatcherSettings, work: FaceEventMatcher, readiness: Read
         table.revoke(_faces_partitions(args[0] if args else kwargs.get("revoked", ())))
 
     async def _load(partitions: set[int]) -> None:
-        attempt = 0
-        while True:
-            try:
-                await table.assign(partitions)
-            except Exception as exc:  # the broker away: retried, not ready meanwhile
-                attempt += 1
-                log.warning("reading camera states failed, retrying", extra={"fields": {
-                    "attempt": attempt, "error": type(exc).__name__}})
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
-                continue
-            readiness.mark("state", table.loaded())
-            return
+        # the broker away: retried by policy, not ready ('state' false) meanwhile
+        await call_async(STATE_POLICY, "camera states", lambda: table.assign(partitions),
+                         readiness=readiness)
+        readiness.mark("state", table.loaded())
 
     async def _assigned(sender: Any, *args: Any, **kwargs: Any) -> None:
         partitions = _faces_partitions(args[0] if args else kwargs.get("assigned", ()))

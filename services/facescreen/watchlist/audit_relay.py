@@ -3,7 +3,9 @@
 Each store writes its audit entry in the same transaction as the change; the relay then
 publishes entries after its cursor and advances the cursor only once Kafka has them, so
 an entry is published at least once. Its `audit_id` derives from the entry id, so a
-consumer can drop a repeat.
+consumer can drop a repeat. A relay that follows the store (`relay_patiently`) retries a
+broker that is away by policy (`facescreen.ops.retry`) instead of exiting; a one-shot run
+fails fast, with the cursor where it was.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from facescreen.alerts.events import validator
+from facescreen.ops.retry import call_sync, infrastructure
 from facescreen.watchlist.base import WatchlistStore
 
 AUDIT_NAMESPACE = uuid.UUID("0b5e7c1a-9f3d-4a61-8c2e-4d7a1f6b2e90")
@@ -59,3 +62,12 @@ def relay(store: WatchlistStore, store_id: str,
     if todo:
         store.set_audit_cursor(str(todo[-1]["id"]))
     return len(todo)
+
+
+def relay_patiently(store: WatchlistStore, store_id: str,
+                    publish: Callable[[dict[str, Any]], Callable[[], None]],
+                    transient: Callable[[BaseException], bool]) -> int:
+    """`relay`, with failures that `transient` accepts (the broker away) retried with
+    jittered back-off until the broker acknowledges; the cursor only moves on success."""
+    policy = infrastructure(transient, max_s=30.0, name="broker")
+    return call_sync(policy, "audit relay", lambda: relay(store, store_id, publish))
