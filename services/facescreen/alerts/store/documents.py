@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import math
+import re
 import uuid
 from typing import Any
 
@@ -23,6 +24,8 @@ EVENT_COLUMNS = ("source", "subject_id", "watchlist", "state", "revision", "scor
                  "threshold", "captured_at", "emitted_at", "track_id", "track_first_seen",
                  "frame_index", "box", "quality", "evidence", "models")
 _CURSOR_PREFIX = "c1."
+MAX_REVISION = 2**31 - 1  # the column is a 32-bit integer on PostgreSQL
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normal_id(alert_id: str) -> str | None:
@@ -55,6 +58,10 @@ def event_values(doc: Any) -> dict[str, Any]:
     texts = [doc["source"], doc["subject_id"], doc["watchlist"], *doc["models"].values()]
     if any("\x00" in value for value in texts):  # PostgreSQL text cannot hold NUL
         raise InvalidAlert("alert text fields may not contain NUL characters")
+    if any(_SURROGATE.search(value) for value in texts):  # JSON "\ud800": no encoding holds it
+        raise InvalidAlert("alert text fields may not contain lone surrogates")
+    if doc["revision"] > MAX_REVISION:
+        raise InvalidAlert(f"alert revision exceeds {MAX_REVISION}")
     alert_id = normal_id(doc["alert_id"])
     if alert_id is None:
         raise InvalidAlert("alert_id is not a UUID")
