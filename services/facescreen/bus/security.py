@@ -2,8 +2,9 @@
 
 Production brokers (Strimzi's TLS listener with SCRAM-SHA-512, see `k8s/components/
 kafka-scram`) need the same five settings in every process that talks to Kafka; they come
-from the environment, never the command line (`ps` shows arguments), and the password is
-never logged or shown in a repr:
+from the environment, never the command line (`ps` shows arguments), checked by the one
+environment model (`facescreen.config.environment`), and the password is never logged or
+shown in a repr:
 
     FACESCREEN_KAFKA_SECURITY_PROTOCOL   PLAINTEXT (default) | SSL | SASL_PLAINTEXT | SASL_SSL
     FACESCREEN_KAFKA_SASL_MECHANISM      SCRAM-SHA-512 (default with SASL) | SCRAM-SHA-256 | PLAIN
@@ -17,16 +18,23 @@ never logged or shown in a repr:
 
 from __future__ import annotations
 
-import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-PREFIX = "FACESCREEN_KAFKA_"
+from facescreen.config.environment import (
+    KAFKA,
+    MECHANISMS,
+    PROTOCOLS,
+    EnvironmentConfigError,
+    environment,
+    kafka_consistency,
+)
+
+PREFIX = KAFKA
+__all__ = ["MECHANISMS", "PREFIX", "PROTOCOLS", "KafkaSecurity", "KafkaSecurityError"]
 
 
 class KafkaSecurityError(ValueError):
@@ -42,24 +50,13 @@ class KafkaSecurity:
     cafile: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
-            raise KafkaSecurityError(f"{PREFIX}SECURITY_PROTOCOL must be one of {PROTOCOLS}, "
-                                     f"got {self.protocol!r}")
-        sasl = self.protocol.startswith("SASL_")
-        if sasl:
-            if self.mechanism not in MECHANISMS:
-                raise KafkaSecurityError(f"{PREFIX}SASL_MECHANISM must be one of {MECHANISMS}, "
-                                         f"got {self.mechanism!r}")
-            if not self.username or not self.password:
-                raise KafkaSecurityError(f"{self.protocol} needs {PREFIX}SASL_USERNAME and "
-                                         f"{PREFIX}SASL_PASSWORD")
-        elif self.username or self.password:
-            raise KafkaSecurityError(f"SASL credentials given but {PREFIX}SECURITY_PROTOCOL is "
-                                     f"{self.protocol}: they would be ignored")
+        try:
+            kafka_consistency(self.protocol, self.mechanism, bool(self.username),
+                              bool(self.password))
+        except ValueError as exc:
+            raise KafkaSecurityError(str(exc)) from None
         if self.cafile is not None and not self.cafile.is_file():
-            raise KafkaSecurityError(f"{PREFIX}SSL_CAFILE {self.cafile} is not a file")
-        if self.mechanism == "PLAIN" and self.protocol != "SASL_SSL":
-            raise KafkaSecurityError("SASL PLAIN sends the password in clear: use SASL_SSL")
+            raise KafkaSecurityError(f"{PREFIX}SSL_CAFILE: {self.cafile} is not a file")
 
     @property
     def tls(self) -> bool:
@@ -67,15 +64,17 @@ class KafkaSecurity:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSecurity:
-        env = os.environ if environ is None else environ
-        protocol = env.get(f"{PREFIX}SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
-        mechanism = env.get(f"{PREFIX}SASL_MECHANISM") or (
-            "SCRAM-SHA-512" if protocol.startswith("SASL_") else None)
-        cafile = env.get(f"{PREFIX}SSL_CAFILE")
-        return cls(protocol=protocol, mechanism=mechanism and mechanism.strip().upper(),
-                   username=env.get(f"{PREFIX}SASL_USERNAME") or None,
-                   password=env.get(f"{PREFIX}SASL_PASSWORD") or None,
-                   cafile=Path(cafile) if cafile else None)
+        """The settings of `environ` (default: this process's), through the one
+        environment model (`facescreen.config.environment`)."""
+        try:
+            env = environment(environ)
+        except EnvironmentConfigError as exc:
+            raise KafkaSecurityError(str(exc)) from None
+        password = env.kafka_password
+        return cls(protocol=env.kafka_protocol, mechanism=env.kafka_mechanism,
+                   username=env.kafka_username,
+                   password=None if password is None else password.get_secret_value(),
+                   cafile=env.kafka_cafile)
 
     def kafka_python_options(self) -> dict[str, Any]:
         """Keyword arguments for kafka-python's KafkaProducer/KafkaConsumer/KafkaAdminClient."""

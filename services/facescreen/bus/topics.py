@@ -1,6 +1,6 @@
 """Topic names, partition counts and retention as configuration, and their creation.
 
-Defaults (override with a TOML file, see `BusConfig.from_toml`, and/or a name prefix):
+Defaults (override with a topics file, see `bus/topics_config.py`, and/or a name prefix):
 
 | topic       | default name             | partitions | retention | why                          |
 |-------------|--------------------------|-----------:|-----------|------------------------------|
@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import time
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from facescreen.config.environment import bootstrap_servers
 
 log = logging.getLogger("facescreen.bus")
 
@@ -68,8 +69,8 @@ class TopicSpec:
                 **dict(self.configs)}
 
 
-_ROLES = ("frames", "faces", "alerts", "dead_letter", "audit", "feedback", "matcher_state")
-_COPARTITIONED = ("feedback", "matcher_state")
+ROLES = ("frames", "faces", "alerts", "dead_letter", "audit", "feedback", "matcher_state")
+COPARTITIONED = ("feedback", "matcher_state")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class BusConfig:
     replication: int = 1
 
     def __post_init__(self) -> None:
-        for role in _COPARTITIONED:
+        for role in COPARTITIONED:
             spec: TopicSpec = getattr(self, role)
             if spec.partitions != self.faces.partitions:
                 raise ValueError(f"topic {spec.name} ({role}) must have the faces topic's "
@@ -99,57 +100,44 @@ class BusConfig:
                                  "they are co-partitioned")
 
     def topics(self) -> dict[str, TopicSpec]:
-        return {role: getattr(self, role) for role in _ROLES}
+        return {role: getattr(self, role) for role in ROLES}
 
     def with_prefix(self, prefix: str) -> BusConfig:
         """Every name prefixed: separate stacks (or tests) sharing one broker."""
         if not prefix:
             return self
-        renamed: dict[str, Any] = {role: replace(spec, name=prefix + spec.name)
-                   for role, spec in self.topics().items()}
+        from facescreen.bus.topics_config import topic_name
+
+        renamed: dict[str, Any] = {}
+        for role, spec in self.topics().items():
+            try:
+                renamed[role] = replace(spec, name=topic_name(prefix + spec.name))
+            except ValueError as exc:
+                raise ValueError(f"topic prefix {prefix!r}: {exc}") from None
         return replace(self, **renamed)
 
     @classmethod
     def from_toml(cls, path: Path) -> BusConfig:
-        """Read `replication` and `[frames]`, `[faces]`, ... tables over the defaults.
+        """`replication` and `[frames]`, `[faces]`, ... tables over the defaults (see
+        `facescreen.bus.topics_config`); TopicsConfigError (a ValueError) as one line."""
+        from facescreen.bus.topics_config import TopicsConfigError, parse_topics
+        from facescreen.config.toml import read_toml
 
-        A table may set `name`, `partitions`, `retention_ms` and `configs` (a table of
-        Kafka topic configs, values as strings).
-        """
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-        return cls.from_mapping(data, str(path))
+        return parse_topics(read_toml(path, TopicsConfigError), str(path))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "topics") -> BusConfig:
-        unknown = set(data) - {*_ROLES, "replication"}
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}")
-        base = cls()
-        parts: dict[str, Any] = {}
-        for role in _ROLES:
-            values = dict(data.get(role, {}))
-            known = {f.name for f in fields(TopicSpec)}
-            bad = set(values) - known
-            if bad:
-                raise ValueError(f"{where}[{role}]: unknown key(s) {sorted(bad)}")
-            if "configs" in values:
-                values["configs"] = {str(k): str(v) for k, v in values["configs"].items()}
-            if role in _COPARTITIONED and "partitions" not in values:
-                values["partitions"] = parts["faces"].partitions
-            parts[role] = replace(getattr(base, role), **values)
-        replication = int(data.get("replication", base.replication))
-        if replication < 1:
-            raise ValueError(f"{where}: replication must be >= 1")
-        return cls(**parts, replication=replication)
+        from facescreen.bus.topics_config import parse_topics
+
+        return parse_topics(data, where)
 
 
 def bootstrap_list(bootstrap: str) -> list[str]:
-    """`host:port[,host:port...]` as a list, refusing an empty one."""
-    servers = [s.strip() for s in bootstrap.split(",") if s.strip()]
-    if not servers:
-        raise TopicError("no bootstrap server given (host:port[,host:port...])")
-    return servers
+    """`host:port[,host:port...]` as a list, refusing an empty or malformed one."""
+    try:
+        return bootstrap_servers(bootstrap)
+    except ValueError as exc:
+        raise TopicError(str(exc)) from None
 
 
 def _admin(bootstrap: str, timeout_s: float) -> Any:
@@ -183,7 +171,7 @@ def partition_counts(bootstrap: str, names: list[str], timeout_s: float = 30.0) 
         admin.close()
 
 
-def create_topics(bootstrap: str, config: BusConfig, *, roles: tuple[str, ...] = _ROLES,
+def create_topics(bootstrap: str, config: BusConfig, *, roles: tuple[str, ...] = ROLES,
                   timeout_s: float = 30.0) -> dict[str, str]:
     """Create the topics of `roles` that are missing; returns name -> 'created' | 'exists'.
 

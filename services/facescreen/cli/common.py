@@ -10,6 +10,7 @@ from typing import Literal, overload
 
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.runtime import RuntimeUnavailableError, make_backend
+from facescreen.config.environment import environment
 from facescreen.config.pipeline import ConfigError, load_pipeline_config
 from facescreen.core.specs import PipelineConfig
 from facescreen.watchlist.base import WatchlistStore
@@ -112,11 +113,8 @@ def secret_value(text: str, flag: str) -> str:
 
 def _index_kind() -> Literal["FLAT", "HNSW"]:
     """FLAT unless FACESCREEN_REDIS_INDEX=HNSW; an existing index must be of that kind."""
-    kind = os.environ.get("FACESCREEN_REDIS_INDEX", "FLAT").upper()
-    if kind not in ("FLAT", "HNSW"):
-        raise CommandError(f"FACESCREEN_REDIS_INDEX={kind!r}: expected FLAT or HNSW")
-    return "HNSW" if kind == "HNSW" else "FLAT"
+    return environment().redis_index
 
 
 def actor(args: argparse.Namespace) -> str:
-    return getattr(args, "actor", None) or os.environ.get("FACESCREEN_ACTOR") or getpass.getuser()
+    return getattr(args, "actor", None) or environment().actor or getpass.getuser()

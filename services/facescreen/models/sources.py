@@ -8,7 +8,6 @@ cache directory. Every later step reads the cached, verified archive.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 import tarfile
@@ -16,6 +15,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from facescreen.config.environment import environment
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class SourceError(RuntimeError):
 def cache_dir() -> Path:
     """Where verified archives and extracted files live (`FACESCREEN_CACHE` overrides)."""
     default = Path(__file__).resolve().parents[3] / ".cache"
-    return Path(os.environ.get("FACESCREEN_CACHE", default))
+    return environment().cache or default
 
 
 def sha256_of(path: Path) -> str:
