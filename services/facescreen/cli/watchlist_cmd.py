@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from facescreen.cli.common import (
     build_analyzer,
     open_store,
 )
+from facescreen.config.environment import environment
 from facescreen.core.calibration import (
     DEFAULT_MAX_GROWTH,
     DEFAULT_RULE,
@@ -102,10 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     relay_p = cmds.add_parser("audit-relay", help="publish new audit entries to the audit topic")
     add_store_args(relay_p, remote=True)
     add_model_args(relay_p)
-    relay_p.add_argument("--bootstrap", default=os.environ.get("FACESCREEN_BOOTSTRAP"),
-                         required="FACESCREEN_BOOTSTRAP" not in os.environ,
+    relay_p.add_argument("--bootstrap", default=environment().bootstrap,
+                         required=environment().bootstrap is None,
                          help="Kafka bootstrap servers (env FACESCREEN_BOOTSTRAP)")
-    relay_p.add_argument("--topic-prefix", default=os.environ.get("FACESCREEN_TOPIC_PREFIX", ""))
+    relay_p.add_argument("--topic-prefix", default=environment().topic_prefix)
     relay_p.add_argument("--follow", type=float, metavar="SECONDS",
                          help="keep relaying, polling this often (default: once, then exit)")
     relay_p.set_defaults(handler=cmd_audit_relay)
