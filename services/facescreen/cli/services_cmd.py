@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import threading
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from facescreen.cli.common import (
     open_store,
     pipeline_config,
 )
+from facescreen.config.environment import environment
 from facescreen.core.screening import SearchFn
 from facescreen.ops.health import HealthServer, Readiness
 from facescreen.ops.logs import quiet_clients, setup_json_logging
@@ -82,12 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _bus_args(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get("FACESCREEN_BOOTSTRAP")
+    env = environment().bootstrap
     p.add_argument("--bootstrap", default=env, required=env is None, metavar="HOST:PORT[,...]",
                    help="Kafka bootstrap servers (env FACESCREEN_BOOTSTRAP)")
     p.add_argument("--topics", type=Path, metavar="TOML",
                    help="topic names, partitions and retention (default: see docs)")
-    p.add_argument("--topic-prefix", default=os.environ.get("FACESCREEN_TOPIC_PREFIX", ""),
+    p.add_argument("--topic-prefix", default=environment().topic_prefix,
                    help="prefix for every topic and consumer group name")
 
 
@@ -112,11 +112,11 @@ def _service_args(p: argparse.ArgumentParser, name: str, faust_app: bool = False
 def _bus(args: argparse.Namespace) -> Any:
     from facescreen.bus.topics import BusConfig
 
-    try:
+    try:  # one line naming the file and the field (TopicsConfigError), or the prefix
         config = BusConfig.from_toml(args.topics) if args.topics else BusConfig()
-    except (OSError, ValueError) as exc:
-        raise CommandError(f"topics config {args.topics}: {exc}") from None
-    return config.with_prefix(args.topic_prefix)
+        return config.with_prefix(args.topic_prefix)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _bootstrap(args: argparse.Namespace) -> list[str]:
