@@ -5,6 +5,12 @@ first, and analysed in one worker thread so the event loop keeps heartbeating. O
 event per frame, keyed by camera, sent in consumption order (so in order per camera);
 a batch is acknowledged only after every event of it is on the broker, and offsets are
 committed every `commit_interval_s`: a kill -9 loses nothing and redoes at most that.
+
+Freshness: a live frame older than `FramePolicy.max_age_s` when its batch comes up is
+skipped (counted per camera in `facescreen_analyzer_frames_stale_total`), so under
+overload the analyzer spends its time on the newest frames and the age of what it
+screens stays bounded; the camera's face events then show a gap in `seq`. A stale frame
+is not at fault, so it is no dead letter; a malformed one is dead-lettered, old or not.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from facescreen.analyzer.runtime import make_backend
 from facescreen.bus import deadletter
 from facescreen.bus.codecs import EmbeddingDtype, FrameMeta, build_face_event, dumps
 from facescreen.bus.deadletter import DeadLetter, MessageRef, failure_letter
-from facescreen.bus.entry import FramePolicy, check_frame, decode_frame
+from facescreen.bus.entry import FramePolicy, check_frame, decode_frame, frame_age, is_stale
 from facescreen.bus.faustapp import FaustTuning, make_app, message_ref, raw_topic
 from facescreen.bus.topics import BusConfig
 from facescreen.bus.worker import (
@@ -48,8 +54,13 @@ from facescreen.ops.health import Readiness
 log = logging.getLogger("facescreen.analyzer.service")
 SERVICE = "analyzer"
 
-FRAMES = Counter("facescreen_analyzer_frames", "Frames consumed, by outcome (face_event, dead)",
-                 ["outcome"])
+FRAMES = Counter("facescreen_analyzer_frames",
+                 "Frames consumed, by outcome (face_event, dead, stale)", ["outcome"])
+STALE = Counter("facescreen_analyzer_frames_stale",
+                "Live frames skipped unanalysed: older than --max-frame-age", ["camera"])
+FRAME_AGE = Histogram("facescreen_analyzer_frame_age_seconds",
+                      "Capture -> analysis of the live frames analysed",
+                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 FACES = Counter("facescreen_analyzer_faces", "Faces detected", ["camera"])
 FACES_FILTERED = Counter("facescreen_analyzer_faces_filtered",
                          "Faces below the quality bar (no embedding)", ["camera"])
@@ -101,10 +112,18 @@ class AnalyzerSettings:
     bus: BusConfig
     group: str = "facescreen-analyzer"
     batch_size: int = 8
-    batch_wait_s: float = 0.05
+    batch_wait_s: float = 0.01  # a frame that does not fill a batch waits up to this
     policy: FramePolicy = field(default_factory=FramePolicy)
     embedding_dtype: EmbeddingDtype = "float32"
     tuning: FaustTuning = field(default_factory=FaustTuning)
+
+
+@dataclass(frozen=True)
+class Stale:
+    """A valid live frame older than the policy allows: skipped, neither event nor letter."""
+
+    camera: str
+    age_s: float
 
 
 class FrameBatchAnalyzer:
@@ -120,11 +139,15 @@ class FrameBatchAnalyzer:
         self.embedder = config.embedder.name
         self.dim = config.embedder.dim
 
-    def check(self, ref: MessageRef) -> FrameMeta | DeadLetter:
+    def check(self, ref: MessageRef, now: float) -> FrameMeta | DeadLetter | Stale:
+        """Headers, size and JPEG markers, then freshness (as of `now`): nothing decoded."""
         try:
-            return check_frame(ref, self.policy)
+            meta = check_frame(ref, self.policy)
         except DeadLetter as letter:
             return letter
+        if is_stale(meta, self.policy, now):
+            return Stale(meta.camera, now - meta.captured_at)
+        return meta
 
     def warm_up(self) -> None:
         """One tiny inference: loads lazily-initialised kernels and proves the backend works."""
@@ -195,15 +218,24 @@ def build_app(settings: AnalyzerSettings, work: FrameBatchAnalyzer,
 
     async def handle(events: Sequence[Any]) -> None:
         refs = [message_ref(e) for e in events]
-        verdicts = [work.check(ref) for ref in refs]
+        now = time.time()
+        verdicts = [work.check(ref, now) for ref in refs]
         todo = [(ref, v) for ref, v in zip(refs, verdicts, strict=True)
                 if isinstance(v, FrameMeta)]
+        for _, meta in todo:
+            age = frame_age(meta, now)
+            if age is not None:
+                FRAME_AGE.observe(max(0.0, age))
         analysed = iter(await retry_forever(
             "inference", lambda: in_thread(work.analyze, todo), readiness, "inference",
             is_transient) if todo else [])
         BATCH_SIZE.observe(len(todo))
         pending = []
         for event, ref, verdict in zip(events, refs, verdicts, strict=True):
+            if isinstance(verdict, Stale):
+                FRAMES.labels("stale").inc()
+                STALE.labels(verdict.camera).inc()
+                continue
             result = next(analysed) if isinstance(verdict, FrameMeta) else verdict
             if isinstance(result, DeadLetter):
                 FRAMES.labels("dead").inc()

@@ -41,16 +41,29 @@ _FRAME_REQUIRED = ("schema_version", "camera", "session", "seq", "frame_index", 
 DEFAULT_MAX_FRAME_BYTES = 900_000
 DEFAULT_MAX_FRAME_PIXELS = 12_000_000  # under Apache Kafka's default 1 MB message limit
 DEFAULT_MAX_EVENT_BYTES = 1_048_576  # Apache Kafka's default message limit
+DEFAULT_MAX_FRAME_AGE_S = 2.0  # as `facescreen run --max-frame-age`
+# Capture times are seconds since the epoch (live) or since the start of a file: one after
+# 2001-09-09 is a wall-clock time, since no video file runs for 31 years.
+WALL_CLOCK_AFTER_S = 1e9
 
 
 @dataclass(frozen=True)
 class FramePolicy:
-    """What the analyzer accepts: a size limit and, optionally, the cameras it knows."""
+    """What the analyzer accepts: a size limit and, optionally, the cameras it knows.
+
+    `max_age_s` (0: off) is freshness, not validity: a live frame captured longer ago is
+    skipped unanalysed (see `is_stale`), never dead-lettered.
+    """
 
     max_bytes: int = DEFAULT_MAX_FRAME_BYTES
     cameras: frozenset[str] | None = None
     # 4K UHD is 8.3 Mpixel; a 786 kB JPEG claiming 16384x12288 would take 600 MB decoded.
     max_pixels: int = DEFAULT_MAX_FRAME_PIXELS
+    max_age_s: float = DEFAULT_MAX_FRAME_AGE_S
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_age_s < float("inf"):
+            raise ValueError(f"max frame age must be >= 0 s (0: off), got {self.max_age_s}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,26 @@ def check_frame(ref: MessageRef, policy: FramePolicy) -> FrameMeta:
         # libjpeg decodes a truncated JPEG with a grey bottom and only a warning.
         raise DeadLetter("truncated", "JPEG has no end-of-image marker (truncated)")
     return meta
+
+
+def frame_age(meta: FrameMeta, now: float) -> float | None:
+    """Seconds since a live frame was captured; None for a file's frame (video time)."""
+    if meta.captured_at < WALL_CLOCK_AFTER_S:
+        return None
+    return now - meta.captured_at
+
+
+def is_stale(meta: FrameMeta, policy: FramePolicy, now: float) -> bool:
+    """A live frame too old to be worth analysing: under overload, what is screened stays
+    at most `max_age_s` old instead of the backlog delaying every decision further.
+
+    The embedded mode's rule (`facescreen run --max-frame-age`): only live frames, since
+    a file is screened whole and in order (its capture times are video time). A frame is
+    judged by its capture time, which ingest stamps as it reads it from the camera, so the
+    time spent in ingest and on the broker counts; a clock ahead of ours is never stale.
+    """
+    age = frame_age(meta, now)
+    return policy.max_age_s > 0 and age is not None and age > policy.max_age_s
 
 
 def decode_frame(ref: MessageRef, meta: FrameMeta) -> ImageBGR:

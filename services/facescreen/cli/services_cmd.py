@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ingest.add_argument("--session", help="ingest session id (default: random)")
     ingest.add_argument("--max-reconnects", type=int,
                         help="give up on a live camera after N failed reconnections")
+    _producer_args(ingest)
     _service_args(ingest, "ingest")
     ingest.set_defaults(handler=cmd_ingest)
 
@@ -50,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     analyzer.add_argument("--inference", default="onnx", metavar="onnx|triton://HOST:PORT",
                           help="ONNX Runtime in this process, or a Triton server (gRPC)")
     analyzer.add_argument("--batch", type=int, default=8, help="frames analysed together")
-    analyzer.add_argument("--batch-wait", type=float, default=0.05,
-                          help="seconds to wait for a batch to fill")
+    analyzer.add_argument("--batch-wait", type=float, default=0.01,
+                          help="seconds to wait for a batch to fill (every frame that does not "
+                          "fill one waits up to this; default %(default)s)")
     analyzer.add_argument("--camera", action="append", metavar="NAME",
                           help="accept only these cameras (repeatable; default: any)")
     analyzer.add_argument("--cameras", type=Path, metavar="TOML",
@@ -60,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           help="dead-letter larger frames (default 900000)")
     analyzer.add_argument("--embedding-dtype", choices=["float32", "float16"],
                           default="float32", help="element type of embeddings on the bus")
+    analyzer.add_argument("--max-frame-age", type=float, default=2.0, metavar="SECONDS",
+                          help="skip live frames captured longer ago than this instead of "
+                          "analysing them late (counted per camera; 0: off; default "
+                          "%(default)s)")
     _service_args(analyzer, "analyzer", faust_app=True)
     analyzer.set_defaults(handler=cmd_analyzer)
 
@@ -107,6 +113,23 @@ def _service_args(p: argparse.ArgumentParser, name: str, faust_app: bool = False
         p.add_argument("--send-timeout", type=float, default=10.0,
                        help="seconds per attempt (3 attempts) to put an output or dead letter "
                        "on the broker before the worker gives up and exits 1")
+        p.add_argument("--fetch-wait", type=float, default=0.02, metavar="SECONDS",
+                       help="longest the broker may hold a fetch that finds nothing new "
+                       "(latency when idle; default %(default)s)")
+        p.add_argument("--fetch-max-bytes", type=int, metavar="BYTES",
+                       help="most bytes per partition and fetch (default: two of the largest "
+                       "messages, at least 4 MiB)")
+        p.add_argument("--max-poll-records", type=int, metavar="N",
+                       help="most records handed over per poll (default: no limit)")
+        _producer_args(p, batch_default=262_144)
+
+
+def _producer_args(p: argparse.ArgumentParser, batch_default: int = 16_384) -> None:
+    """Producer batching: linger adds latency to every message; 0 sends at once."""
+    p.add_argument("--linger", type=float, default=0.0, metavar="SECONDS",
+                   help="producer: wait this long to fill a batch (default %(default)s)")
+    p.add_argument("--batch-bytes", type=int, default=batch_default, metavar="BYTES",
+                   help="producer: largest batch per partition (default %(default)s)")
 
 
 def _bus(args: argparse.Namespace) -> Any:
@@ -156,9 +179,16 @@ def _tuning(args: argparse.Namespace) -> Any:
     if args.session_timeout < 1 or args.commit_interval <= 0 or args.send_timeout <= 0:
         raise CommandError("--session-timeout must be >= 1 s, --commit-interval and "
                            "--send-timeout > 0")
-    return FaustTuning(session_timeout_s=args.session_timeout,
-                       commit_interval_s=args.commit_interval,
-                       send_timeout_s=args.send_timeout)
+    try:
+        return FaustTuning(session_timeout_s=args.session_timeout,
+                           commit_interval_s=args.commit_interval,
+                           send_timeout_s=args.send_timeout, fetch_wait_s=args.fetch_wait,
+                           fetch_partition_bytes=args.fetch_max_bytes,
+                           max_poll_records=args.max_poll_records, linger_s=args.linger,
+                           producer_batch_bytes=args.batch_bytes)
+    except ValueError as exc:
+        raise CommandError(f"--fetch-wait, --fetch-max-bytes, --max-poll-records, --linger, "
+                           f"--batch-bytes: {exc}") from None
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
@@ -186,13 +216,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         config = IngestConfig.from_toml(args.config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+    if not 0 <= args.linger <= 5 or args.batch_bytes < 1:
+        raise CommandError("--linger must be within [0, 5] s and --batch-bytes >= 1")
     bus = _bus(args)
     bootstrap = _bootstrap(args)
     readiness, health = _start(args, "ingest", "broker")
     try:
         _require(args, bus, ("frames",))
         watch_topics(bootstrap, [bus.frames], "ingest", readiness)  # the `topics` check
-        producer = make_producer(bootstrap, config.max_frame_bytes)
+        producer = make_producer(bootstrap, config.max_frame_bytes,
+                                 linger_ms=round(args.linger * 1000),
+                                 batch_bytes=args.batch_bytes)
         service = IngestService(config, producer, bus.frames.name, readiness=readiness,
                                 session=args.session, max_reconnects=args.max_reconnects)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -235,8 +269,10 @@ def cmd_analyzer(args: argparse.Namespace) -> int:
     bus = _bus(args)
     bootstrap = _bootstrap(args)
     config = pipeline_config(args)
+    if not 0 <= args.max_frame_age < float("inf"):
+        raise CommandError(f"--max-frame-age must be >= 0 (0: off), got {args.max_frame_age}")
     policy = FramePolicy(max_bytes=args.max_frame_bytes or DEFAULT_MAX_FRAME_BYTES,
-                         cameras=_cameras(args))
+                         cameras=_cameras(args), max_age_s=args.max_frame_age)
     settings = AnalyzerSettings(
         bootstrap=bootstrap, bus=bus, group=args.group or f"{args.topic_prefix}"
         "facescreen-analyzer", batch_size=args.batch, batch_wait_s=args.batch_wait,

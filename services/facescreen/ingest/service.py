@@ -202,14 +202,19 @@ class IngestService:
         return results
 
 
-def make_producer(bootstrap: list[str], max_frame_bytes: int) -> Any:
-    """A kafka-python producer for frames: never auto-creates topics, bounded blocking."""
+def make_producer(bootstrap: list[str], max_frame_bytes: int, linger_ms: int = 0,
+                  batch_bytes: int = 16_384) -> Any:
+    """A kafka-python producer for frames: never auto-creates topics, bounded blocking.
+
+    Low latency first: a camera has one frame in flight, so lingering would only delay
+    it (`linger_ms` 0); a frame larger than `batch_bytes` is sent in a batch of its own.
+    """
     from kafka import KafkaProducer
 
     from facescreen.bus.security import kafka_options
 
     return KafkaProducer(bootstrap_servers=bootstrap, client_id="facescreen-ingest", acks=1,
-                         enable_idempotence=False, linger_ms=0,
+                         enable_idempotence=False, linger_ms=linger_ms, batch_size=batch_bytes,
                          max_request_size=max_frame_bytes + 64 * 1024,
                          allow_auto_create_topics=False, max_block_ms=10_000,
                          request_timeout_ms=10_000, delivery_timeout_ms=20_000,
