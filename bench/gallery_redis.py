@@ -96,7 +96,7 @@ def redis_rows(url: str, kind: IndexKind, templates: FloatArray, probes: FloatAr
     flushed, so several sizes and kinds stay on one server. Without it, FLUSHALL first.
     """
     n, dim = templates.shape
-    client = redis.Redis.from_url(url)
+    client = redis.Redis.from_url(url, socket_timeout=600)
     prefix = f"{PREFIX}-{kind.lower()}-{n}" + (f"-m{m}-efc{ef_construction}"
                                                if kind == "HNSW" else "")
     store = RedisWatchlistStore(url, embedder="synthetic", dim=dim, prefix=prefix,
@@ -154,6 +154,9 @@ def build(client: redis.Redis, store: RedisWatchlistStore, templates: FloatArray
           budget_s: float) -> dict[str, Any]:
     """Insert every template into the store's new, empty index; time and memory."""
     store.matcher()  # the meta record and the empty index, as the product creates them
+    # On a server holding other keys (--reuse), FT.CREATE first scans them all in the
+    # background; a product index is created on first use, so that scan is not build time.
+    wait_indexed(client, store.index_name, 0, timeout_s=max(600.0, budget_s))
     before = used_memory(client)
     start = time.perf_counter()
     loaded, marks = insert(client, store.prefix, templates, budget_s)

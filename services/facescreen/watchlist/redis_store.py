@@ -28,6 +28,10 @@ Index kinds: FLAT (exact; the default) or HNSW (approximate) by configuration:
 - `hnsw_ef_runtime`: candidate list while searching, sent with every query so it can change
   without a rebuild. RediSearch's default is 10; 64 here: on bench/redis_knn.py's hard
   synthetic set (100k x 128-D) recall@1 was 0.877 at 10 and 1.000 at 64 (0.3 -> 0.6 ms).
+  Larger galleries need more: see bench/gallery_scale.py (recall@1 against gallery size).
+Each may also come from `FACESCREEN_REDIS_HNSW_M`, `..._EF_CONSTRUCTION`, `..._EF_RUNTIME`
+(an argument wins); an existing graph keeps the M/EF_CONSTRUCTION it was built with (a
+warning says so) until `FT.DROPINDEX` and a reopen rebuild it.
 FLAT answers 100k templates in ~4 ms a probe on 2 cores and builds in seconds; HNSW answers
 in <1 ms but took 60-80 s to build 100k here. Searches over all lists ask HNSW for
 `HYBRID_POLICY BATCHES` (RediSearch's own choice with the expiry filter is a brute-force
@@ -43,6 +47,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -110,6 +115,26 @@ def _index_missing(exc: redis.ResponseError) -> bool:
     return "unknown index" in text or "no such index" in text
 
 
+HNSW_DEFAULTS = {"M": 16, "EF_CONSTRUCTION": 200, "EF_RUNTIME": 64}
+HNSW_LIMITS = {"M": 512, "EF_CONSTRUCTION": 4096, "EF_RUNTIME": 10_000}
+
+
+def hnsw_setting(name: str, given: int | None) -> int:
+    """An HNSW parameter: the one given, else `FACESCREEN_REDIS_HNSW_<NAME>`, else the
+    default; so the CLI and the services take them from the environment like the kind."""
+    variable = f"FACESCREEN_REDIS_HNSW_{name}"
+    raw: object = given if given is not None else os.environ.get(variable, HNSW_DEFAULTS[name])
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if not 1 <= value <= HNSW_LIMITS[name] or (name == "M" and value < 2):
+        source = "" if given is not None else f" ({variable})"
+        raise WatchlistError(f"HNSW {name}{source} {str(raw)[:20]!r} is not an integer in "
+                             f"{2 if name == 'M' else 1}..{HNSW_LIMITS[name]}")
+    return value
+
+
 class _Thresholds(Mapping[str, float]):
     """Each watchlist's threshold, re-read from Redis at most once a second.
 
@@ -148,8 +173,9 @@ class RedisWatchlistStore:
     """
 
     def __init__(self, url: str, *, embedder: str, dim: int, index_kind: IndexKind = "FLAT",
-                 prefix: str = "facescreen", hnsw_m: int = 16, hnsw_ef_construction: int = 200,
-                 hnsw_ef_runtime: int = 64, query_timeout_ms: int | None = None,
+                 prefix: str = "facescreen", hnsw_m: int | None = None,
+                 hnsw_ef_construction: int | None = None, hnsw_ef_runtime: int | None = None,
+                 query_timeout_ms: int | None = None,
                  connect_timeout_s: float = 5.0, socket_timeout_s: float = 30.0) -> None:
         kind = index_kind.upper()
         if kind not in ("FLAT", "HNSW"):
@@ -161,9 +187,9 @@ class RedisWatchlistStore:
         self.dim = dim
         self.index_kind: IndexKind = "HNSW" if kind == "HNSW" else "FLAT"
         self.prefix = prefix
-        self.hnsw_m = hnsw_m
-        self.hnsw_ef_construction = hnsw_ef_construction
-        self.hnsw_ef_runtime = hnsw_ef_runtime
+        self.hnsw_m = hnsw_setting("M", hnsw_m)
+        self.hnsw_ef_construction = hnsw_setting("EF_CONSTRUCTION", hnsw_ef_construction)
+        self.hnsw_ef_runtime = hnsw_setting("EF_RUNTIME", hnsw_ef_runtime)
         self.query_timeout_ms = query_timeout_ms
         self.index_name = f"{prefix}:idx"
         try:
@@ -258,6 +284,14 @@ class RedisWatchlistStore:
         if dim != self.dim:
             raise WatchlistError(f"index {self.index_name} at {self.url} holds dim {dim}, "
                                  f"not {self.dim}")
+        built = {"M": self.hnsw_m, "ef_construction": self.hnsw_ef_construction}
+        differs = {key: _text(vector[key]) for key, want in built.items()
+                   if algorithm == "HNSW" == self.index_kind and key in vector
+                   and _text(vector[key]) != str(want)}
+        if differs:  # a graph is built once: new settings need FT.DROPINDEX and a reopen
+            log.warning("HNSW index was built with other settings; those stay until it is "
+                        "rebuilt", extra={"fields": {"index": self.index_name, "built": differs,
+                                                     "configured": built}})
         if algorithm != self.index_kind:
             raise WatchlistError(
                 f"index {self.index_name} at {self.url} is {algorithm}, this store is "
