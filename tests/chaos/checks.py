@@ -146,16 +146,17 @@ def first_after(times: Iterable[float], after: float) -> float | None:
 
 
 def recovery_s(outage: Outage, face_times: list[float], state_times: list[float],
-               ) -> float | None:
-    """Kill -> the first output after the restart began of the stage `outage` broke.
+               after: float | None = None) -> float | None:
+    """Kill -> the first output of the stage `outage` broke made after `after` (default:
+    when the restart began).
 
     Nothing the restarted component makes possible can come before its restart, and the
     dead one's last work is acknowledged within the down time, so 'after the restart'
-    tells the two apart."""
-    if outage.component in ("analyzer", "triton"):
-        first = first_after(face_times, outage.restarted_at)
-    else:
-        first = first_after(state_times, outage.restarted_at)
+    tells the two apart. A caller that saw the dependent service fail later than that
+    (a dependency's outage noticed at the next request) passes that time instead."""
+    since = outage.restarted_at if after is None else max(after, outage.restarted_at)
+    times = face_times if outage.component in ("analyzer", "triton") else state_times
+    first = first_after(times, since)
     return None if first is None else first - outage.killed_at
 
 

@@ -55,6 +55,16 @@ def load_clip(path: Path, fps: float, max_frames: int, quality: int = 90) -> Cli
     return Clip(tuple(jpegs), *size)
 
 
+def blank_clip(width: int, height: int, quality: int = 90) -> Clip:
+    """An empty scene (no face): shown long enough, it ends every track in view."""
+    import numpy as np
+
+    done, data = cv2.imencode(".jpg", np.full((height, width, 3), 96, np.uint8),
+                              [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert done
+    return Clip((data.tobytes(),), width, height)
+
+
 @dataclass(frozen=True)
 class Feed:
     """One camera: a clip played in a loop from `offset`."""

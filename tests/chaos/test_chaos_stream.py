@@ -1,18 +1,20 @@
 """Chaos during one multi-camera stream, on real components (issue 8).
 
-Three cameras replay real clips at real time (two show the watchlisted cap12 man, one a
-stranger) through the analyzer (over this module's own Triton) and the matcher (this
-module's own valkey with AOF and a password, the Redis store). The analyzer, the matcher,
-Triton and valkey are SIGKILLed in turn and restarted. Judged from the topics: no frame
-without its face event, no alert lost or duplicated against the embedded core on the same
-frames, redelivery after the analyzer kill, each component back within 30 s, and no
-embedding, image byte or secret in any log of the run. The broker restart (topics
-re-created) has its own test and broker.
+Three cameras replay real clips at real time, 1 frame/s each (two show the watchlisted
+cap12 man, one a stranger), through the analyzer (over this module's own Triton) and the
+matcher (this module's own valkey with AOF and a password, the Redis store); at the end
+they show an empty scene, so every track ends and every alert closes. The analyzer, the
+matcher, Triton and valkey are SIGKILLed in turn and restarted. Judged from the topics: no
+frame without its face event, redelivery after the analyzer kill, no alert lost or
+duplicated against the embedded core on the same frames, alerts open across the matcher
+kill keeping their ids, each component back within 30 s, and no embedding, image byte or
+secret in any log of the run. The broker restart (topics re-created) has its own test and
+broker. 1 frame/s a camera is what this 2-core machine's CPU inference keeps up with
+while the tests share it; the checks do not depend on the rate.
 
 Recovery table: `FACESCREEN_CHAOS_JSON=docs/figures/chaos_recovery.json
 .venv/bin/pytest -q -s tests/chaos/test_chaos_stream.py`.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -118,11 +120,21 @@ def test_no_frame_or_alert_is_lost_or_duplicated(run: tuple[ChaosStack, ChaosRes
     assert alerts.expected >= 2 and alerts.lost == []
     assert alerts.extra_ids == [] and alerts.extra_revisions == []
     assert alerts.conflicting == [] and alerts.differing == []
+    # Every alert closed (the empty scene at the end), and some were open across the
+    # matcher kill: their later revisions carry the id the first matcher opened them with.
+    assert {a["alert_id"] for a in result.alerts if a["state"] == "closed"} == {
+        a["alert_id"] for a in result.alerts}
+    matcher_kill = next(o for o in result.outages if o.component == "matcher")
+    across = ({a["alert_id"] for a in result.alerts if a["emitted_at"] < matcher_kill.killed_at}
+              & {a["alert_id"] for a in result.alerts
+                 if a["emitted_at"] > matcher_kill.restarted_at})
+    assert across, "no alert was open across the matcher kill: its state was not tested"
     print(f"\nchaos: {frames.published} frames, {frames.events} face events "
           f"({len(frames.redelivered)} redelivered after the analyzer kill, "
           f"{result.uncommitted_at_analyzer_kill} uncommitted at the kill); "
           f"{alerts.expected} alert revisions of {alerts.alert_ids} ids, all present; "
-          f"{alerts.reemitted} re-published identically; run {result.wall_s:.0f} s")
+          f"{alerts.reemitted} re-published identically, {len(across)} open across the "
+          f"matcher kill; run {result.wall_s:.0f} s")
 
 
 def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult, Path]) -> None:
@@ -135,8 +147,7 @@ def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult,
                           if s == dependent and status != 200 and t >= outage.killed_at),
                          default=None)
         assert first_down is not None, f"{dependent} stayed ready with {outage.component} down"
-        after = max(outage.restarted_at, first_down)
-        recovered = recovery_s(outage, face_times, [t for t in result.state_times if t > after])
+        recovered = recovery_s(outage, face_times, result.state_times, after=first_down)
         assert recovered is not None, f"no output after the {outage.component} restart"
         rows.append({"component": outage.component, "recovery_s": round(recovered, 1),
                      "restart_to_ready_s": round(outage.ready_at - outage.restarted_at, 1),
@@ -152,6 +163,7 @@ def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult,
             "command": "FACESCREEN_CHAOS_JSON=docs/figures/chaos_recovery.json "
                        ".venv/bin/pytest -q -s tests/chaos/test_chaos_stream.py",
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared)",
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "cameras": len(stack.cameras), "fps": FPS, "frames": len(result.published),
             "recovery": rows}, indent=2) + "\n")
     slow = [r for r in rows if r["recovery_s"] > RECOVERY_LIMIT_S]
