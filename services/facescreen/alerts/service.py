@@ -178,10 +178,12 @@ class AlertStoreConsumer:
             for tp in assigned:
                 key = (tp.topic, tp.partition)
                 end, done = consumer.highwater(tp), committed.get(key)
-                if done is not None and end is not None and out_of_range(done, end):
+                ahead = max((o for o in (done, consumer.position(tp, timeout_ms=1000))
+                             if o is not None), default=None)  # position: see bus.worker
+                if ahead is not None and end is not None and out_of_range(ahead, end):
                     start = consumer.beginning_offsets([tp])[tp]
                     target = reset_target(policy, start, end)
-                    record_reset(SERVICE, tp.topic, tp.partition, done, end, target, policy)
+                    record_reset(SERVICE, tp.topic, tp.partition, ahead, end, target, policy)
                     consumer.seek(tp, target)
                     consumer.commit({tp: OffsetAndMetadata(target, "", -1)})
                     self._handled.pop(tp, None)

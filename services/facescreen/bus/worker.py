@@ -88,10 +88,15 @@ async def check_bus(app: faust.App, service: str, view: BrokerView, tracker: Pro
             key: Key = (tp.topic, tp.partition)
             end = consumer.highwater(tp)  # from fetch responses: right on tansu too
             done = committed.get(key)
-            if done is not None and end is not None and out_of_range(done, end):
+            # Also the position and Faust's own idea of the commit: a broker that lost its
+            # commits (restarted empty) leaves both where they were, past the new log's end.
+            remembered = cast(Any, consumer)._committed_offset.get(tp)
+            ahead = max((o for o in (done, await _position(consumer, tp), remembered)
+                         if o is not None), default=None)
+            if ahead is not None and end is not None and out_of_range(ahead, end):
                 start = (await consumer.earliest_offsets(tp)).get(tp, 0)
                 target = reset_target(settings.offset_reset, start, end)
-                record_reset(service, tp.topic, tp.partition, done, end, target,
+                record_reset(service, tp.topic, tp.partition, ahead, end, target,
                              settings.offset_reset)
                 await reset_partition(app, tp, target)
                 _handled.pop((service, tp.topic, tp.partition), None)
@@ -105,6 +110,15 @@ async def check_bus(app: faust.App, service: str, view: BrokerView, tracker: Pro
     except Exception as exc:  # a check must never take the worker down
         log.warning("bus check failed", extra={"fields": {"service": service,
                                                           "error": type(exc).__name__}})
+
+
+async def _position(consumer: Any, tp: Any) -> int | None:
+    """The next offset the consumer fetches, None while it is not known."""
+    try:
+        position = await asyncio.wait_for(consumer.position(tp), 2.0)
+    except Exception:  # being reset or revoked: the next round looks again
+        return None
+    return None if position is None else int(position)
 
 
 async def reset_partition(app: faust.App, tp: Any, offset: int) -> None:
