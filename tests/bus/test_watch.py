@@ -13,6 +13,7 @@ from facescreen.bus.watch import (
     partition_problems,
     reset_target,
 )
+from facescreen.config.environment import EnvironmentConfigError
 from facescreen.ops.health import Readiness
 
 
@@ -28,7 +29,7 @@ def test_settings_come_from_the_environment_with_defaults() -> None:
                                              ("FACESCREEN_STALL_S", "-1"),
                                              ("FACESCREEN_BUS_CHECK_S", "often")])
 def test_a_bad_setting_names_its_variable(name: str, value: str) -> None:
-    with pytest.raises(ValueError, match=f"^{name}: "):
+    with pytest.raises(EnvironmentConfigError, match=f"^{name}: "):  # one line, exit 2
         WatchSettings.from_env({name: value})
 
 

@@ -36,6 +36,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from facescreen.bus.topics import TopicSpec, bootstrap_list
+from facescreen.config.environment import EnvironmentConfigError
 from facescreen.ops.health import Readiness
 from facescreen.ops.retry import describe
 
@@ -60,7 +61,7 @@ class WatchSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WatchSettings:
         """The settings of FACESCREEN_BUS_CHECK_S / _STALL_S / _OFFSET_RESET (unset or empty:
-        defaults); ValueError naming the variable otherwise."""
+        defaults); EnvironmentConfigError naming the variable otherwise (one line, exit 2)."""
         env = os.environ if environ is None else environ
         values = {field: env[name].strip().lower() for field, name in ENV.items()
                   if env.get(name, "").strip()}
@@ -69,7 +70,7 @@ class WatchSettings(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             name = ENV.get(str(first["loc"][0]) if first["loc"] else "", "environment")
-            raise ValueError(f"{name}: {first['msg']}") from None
+            raise EnvironmentConfigError(f"{name}: {first['msg']}") from None
 
 
 def out_of_range(committed: int | None, end: int | None) -> bool:
