@@ -29,7 +29,9 @@ from typing import Any
 
 import pytest
 from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.bus.codecs import decode_embedding
 from facescreen.cli.main import main
+from facescreen.watchlist.redis_store import RedisWatchlistStore
 
 from tests.chaos.broker import BrokerStack
 from tests.chaos.checks import account_alerts, account_frames, recovery_s, reference_alerts
@@ -102,7 +104,7 @@ def run(broker: str, analyzer: FaceAnalyzer, request: pytest.FixtureRequest,
 
 def test_no_frame_or_alert_is_lost_or_duplicated(run: tuple[ChaosStack, ChaosResult, Path],
                                                  analyzer: FaceAnalyzer) -> None:
-    _, result, local = run
+    stack, result, local = run
     frames = account_frames(result.published, result.events)
     assert len({(r.key, dict(r.headers)["seq"]) for r in result.frames}) == frames.published
     assert frames.lost == [] and frames.unexpected == []
@@ -129,6 +131,13 @@ def test_no_frame_or_alert_is_lost_or_duplicated(run: tuple[ChaosStack, ChaosRes
               & {a["alert_id"] for a in result.alerts
                  if a["emitted_at"] > matcher_kill.restarted_at})
     assert across, "no alert was open across the matcher kill: its state was not tested"
+    # valkey came back from its AOF with the watchlist: the man is found, not just no error
+    assert "DB loaded from append only file" in stack.valkey.log_path.read_text()
+    store = RedisWatchlistStore(stack.store_url, embedder="dlib-resnet29-128", dim=128)
+    assert list(store.subjects()) == ["cap12-man"]
+    probe = next(decode_embedding(f["embedding"], "float32", 128) for e in result.events
+                 if e["camera"] == "gate-a" for f in e["faces"] if "embedding" in f)
+    assert store.search(probe[None], 1)[0][0].subject_id == "cap12-man"
     print(f"\nchaos: {frames.published} frames, {frames.events} face events "
           f"({len(frames.redelivered)} redelivered after the analyzer kill, "
           f"{result.uncommitted_at_analyzer_kill} uncommitted at the kill); "
