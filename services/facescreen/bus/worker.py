@@ -62,7 +62,8 @@ def watch_assignment(app: faust.App, readiness: Readiness, service: str,
     if bus is None:
         return
     settings = WatchSettings.from_env()
-    readiness.stall_s = settings.stall_s
+    # progress is read from committed offsets: never judge it faster than commits happen
+    readiness.stall_s = max(settings.stall_s, 2 * float(app.conf.broker_commit_interval))
     readiness.mark("topics", True)  # checked at start (require_topics); rechecked below
     servers = [f"{url.host}:{url.port or 9092}" for url in app.conf.broker]
     view = BrokerView(servers, [bus.topics()[role] for role in roles], service, readiness)
