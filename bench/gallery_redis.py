@@ -24,6 +24,7 @@ import redis
 from facescreen.core.matching import Candidate
 from facescreen.core.types import FloatArray
 from facescreen.watchlist.redis_store import IndexKind, RedisWatchlistStore
+from facescreen.watchlist.store import WatchlistError
 from gallery_data import Query, recall, timed_rounds
 
 PREFIX = "gallerybench"
@@ -128,17 +129,22 @@ def redis_rows(url: str, kind: IndexKind, templates: FloatArray, probes: FloatAr
         def query(ef: int) -> Query:
             def run(i: int) -> bool:
                 store.hnsw_ef_runtime = ef
-                (found,) = store.search(probes[i][None], k)
+                try:
+                    (found,) = store.search(probes[i][None], k)
+                except WatchlistError:  # e.g. over RediSearch's TIMEOUT (500 ms by default)
+                    errors[ef] += 1
+                    return False
                 return check(i, found)
             return run
 
         efs = ef_runtimes if kind == "HNSW" else [store.hnsw_ef_runtime]
+        errors = dict.fromkeys(efs, 0)  # failed searches, all rounds and the warm-up
         measured = timed_rounds({str(ef): query(ef) for ef in efs}, len(probes), rounds)
         for ef in efs:
             result = measured[str(ef)]
             row = base | ({"EF_RUNTIME": ef} if kind == "HNSW" else {})
             row |= {key: value for key, value in result.items() if key != "hits"}
-            row |= recall(result["hits"], truth)
+            row |= recall(result["hits"], truth) | {"failed_searches": errors[ef]}
             label = f"{row['store']}" + (f" EF_RUNTIME {ef}" if kind == "HNSW" else "")
             print(f"  {label}: p50 {row['p50_ms']} p99 {row['p99_ms']} ms "
                   f"recall@1 {row['recall_at_1']} rounds {row['rounds']}", flush=True)
