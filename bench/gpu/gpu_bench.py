@@ -23,7 +23,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def graphed(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return replay
 
 
-def model_points(models: dict[str, torch.nn.Module], dtype_name: str, batches: list[int],
+def model_points(models: Mapping[str, torch.nn.Module], dtype_name: str, batches: list[int],
                  device: torch.device, graphs: bool, cfg: argparse.Namespace,
                  deadline: float) -> list[dict[str, Any]]:
     points: list[dict[str, Any]] = []

@@ -86,7 +86,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
     try:
         from torchvision.ops import nms as tv_nms
 
-        return tv_nms(boxes.float(), scores.float(), iou)
+        kept: torch.Tensor = tv_nms(boxes.float(), scores.float(), iou)
+        return kept
     except ImportError:
         pass
     order = torch.argsort(scores, descending=True)
