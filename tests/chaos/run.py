@@ -20,6 +20,8 @@ from tests.distributed.test_services import metric
 
 log = logging.getLogger("tests.chaos")
 ORDER = ("analyzer", "matcher", "triton", "valkey")
+DEPENDENT = {"analyzer": "analyzer", "matcher": "matcher", "triton": "analyzer",
+             "valkey": "matcher"}  # the service whose readiness shows the outage
 TAIL_FRAMES = 8  # empty frames a camera at the end: > relink_s (6 s) at 1 fps
 STEADY_S = 2.0  # the stream flows undisturbed this long between one recovery and the next kill
 
@@ -108,7 +110,12 @@ def run_chaos(stack: ChaosStack, publisher: LivePublisher, monitor: ReadinessMon
                        lambda: uncommitted_frames(stack) >= 3, timeout_s)
             uncommitted = uncommitted_frames(stack)
         before = 0.0 if name in ("analyzer", "matcher") else stack.progress(name)
-        outage = stack.kill_and_restart(name)
+        user = DEPENDENT[name]
+
+        def noticed(since: float, user: str = user) -> bool:
+            return monitor.not_ready_between(user, since, time.time()) > 0
+
+        outage = stack.kill_and_restart(name, noticed=None if user == name else noticed)
         outages.append(outage)
         wait_until(f"the pipeline to work again after the {name} kill",
                    lambda n=name, b=before: stack.progress(n) > b,  # type: ignore[misc]

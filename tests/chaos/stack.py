@@ -177,8 +177,13 @@ class ChaosStack:
             return self.valkey, lambda: self.valkey.start(30)
         raise ValueError(name)
 
-    def kill_and_restart(self, name: str, down_s: float = 1.0) -> Outage:
-        """SIGKILL, `down_s` with the component gone, then a restart, ready when it returns.
+    def kill_and_restart(self, name: str, down_s: float = 1.0,
+                         noticed: Callable[[float], bool] | None = None,
+                         notice_s: float = 15.0) -> Outage:
+        """SIGKILL, at least `down_s` with the component gone, then a restart, ready when it
+        returns. `noticed(killed_at)`, when given, holds the restart back (at most
+        `notice_s`) until the service that uses the component has noticed: a dependency
+        back before anyone asked for it would not have been an outage.
 
         `down_s` also separates the dying component's last output (work that was done
         before the kill, acknowledged just after it) from the restarted one's first."""
@@ -186,6 +191,9 @@ class ChaosStack:
         killed_at = time.time()
         server.kill()
         time.sleep(down_s)
+        deadline = time.monotonic() + notice_s
+        while noticed is not None and not noticed(killed_at) and time.monotonic() < deadline:
+            time.sleep(0.1)
         restarted_at = time.time()
         restart()
         return Outage(name, killed_at, restarted_at, time.time())

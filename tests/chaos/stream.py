@@ -106,6 +106,10 @@ class LivePublisher(threading.Thread):
         self.next_seq = seq_start
         self._halt = threading.Event()
 
+    def halt(self) -> None:
+        """Stop publishing, without checking anything (a run that failed)."""
+        self._halt.set()
+
     def stop(self) -> None:
         self._halt.set()
         self.join(30)

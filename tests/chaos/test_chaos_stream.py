@@ -31,12 +31,14 @@ import pytest
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.bus.codecs import decode_embedding
 from facescreen.cli.main import main
+from facescreen.devstack.process import ServerError
+from facescreen.devstack.tansu import tansu_binary
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 
 from tests.chaos.broker import BrokerStack
 from tests.chaos.checks import account_alerts, account_frames, recovery_s, reference_alerts
 from tests.chaos.logscan import scan_logs
-from tests.chaos.run import ChaosResult, committed, ends, run_chaos, wait_until
+from tests.chaos.run import DEPENDENT, ChaosResult, committed, ends, run_chaos, wait_until
 from tests.chaos.stack import ChaosStack, ReadinessMonitor, new_password, own_triton, own_valkey
 from tests.chaos.stream import Feed, LivePublisher, load_clip
 from tests.conftest import SHARED_DATA, enrol_cap12_man
@@ -96,7 +98,11 @@ def run(broker: str, analyzer: FaceAnalyzer, request: pytest.FixtureRequest,
         publisher = LivePublisher(broker, stack.topics.bus.frames.name, feeds, FPS)
         monitor = ReadinessMonitor({"analyzer": stack.analyzer_port,
                                     "matcher": stack.matcher_port}).start()
-        result = run_chaos(stack, publisher, monitor)
+        try:
+            result = run_chaos(stack, publisher, monitor)
+        finally:
+            publisher.halt()  # a failed run leaves no thread publishing
+            monitor.stop()
         yield stack, result, local
     finally:
         stack.stop()
@@ -151,7 +157,7 @@ def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult,
     face_times = [e["analyzed_at"] for e in result.events]
     rows: list[dict[str, Any]] = []
     for outage in result.outages:
-        dependent = "matcher" if outage.component in ("matcher", "valkey") else "analyzer"
+        dependent = DEPENDENT[outage.component]
         first_down = min((t for t, s, status in result.monitor.samples
                           if s == dependent and status != 200 and t >= outage.killed_at),
                          default=None)
@@ -161,6 +167,7 @@ def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult,
         rows.append({"component": outage.component, "recovery_s": round(recovered, 1),
                      "restart_to_ready_s": round(outage.ready_at - outage.restarted_at, 1),
                      "down_s": round(outage.restarted_at - outage.killed_at, 1),
+                     "after_ready_s": round(outage.killed_at + recovered - outage.ready_at, 1),
                      "not_ready_samples": result.monitor.not_ready_between(
                          dependent, outage.killed_at, outage.killed_at + recovered)})
     print("\ncomponent  recovery_s  restart_to_ready_s  (kill -> first output again)")
@@ -176,7 +183,8 @@ def test_each_component_recovers_within_30_s(run: tuple[ChaosStack, ChaosResult,
             "cameras": len(stack.cameras), "fps": FPS, "frames": len(result.published),
             "recovery": rows}, indent=2) + "\n")
     slow = [r for r in rows if r["recovery_s"] > RECOVERY_LIMIT_S]
-    assert not slow, f"recovery over {RECOVERY_LIMIT_S:.0f} s: {slow}"
+    assert not slow, (  # after_ready_s: the component was back, its user not yet (back-off)
+        f"recovery over {RECOVERY_LIMIT_S:.0f} s: {slow}")
 
 
 def test_no_embedding_image_or_secret_in_any_log(run: tuple[ChaosStack, ChaosResult,
@@ -196,8 +204,13 @@ def test_broker_restart_with_topics_recreated_skips_no_partition(
     fewer frames per partition than before, so a group still at its old offsets would skip
     them all. Every new frame must be analysed and screened, and neither service may say
     ready while the broker is away."""
+    try:
+        tansu_binary()
+    except ServerError as exc:
+        missing(f"no tansu broker for a broker of its own: {exc}")
     stack = BrokerStack(tmp_path, enrolment[0], ["gate-a", "gate-b", "lobby"])
     man = load_clip(CAP13, 1.0, 10)
+    monitor = ReadinessMonitor(dict(stack.ports))
     try:
         stack.start()
         assert stack.topics is not None
@@ -208,7 +221,7 @@ def test_broker_restart_with_topics_recreated_skips_no_partition(
         first.join(60)
         first.stop()
         settle(stack)
-        monitor = ReadinessMonitor(dict(stack.ports)).start()
+        monitor.start()
         assert stack.broker is not None
         stopped_at = time.time()
         stack.broker.stop()
@@ -220,8 +233,11 @@ def test_broker_restart_with_topics_recreated_skips_no_partition(
         after = stack.ingest(CAP13, fps=0.15)
         assert all(0 < after[c] < BEFORE for c in stack.cameras), after
         skipped, events = settle(stack, stack.orchestrate)
-        monitor.stop()
+        if not skipped:  # and both ready again
+            wait_until("both services ready again", lambda: all(
+                http_get(port, "/readyz")[0] == 200 for port in stack.ports.values()), 30.0)
     finally:
+        monitor.stop()
         stack.stop()
     resets = sum(path.read_text().count("committed offset past the log's end")
                  for path in stack.log_paths())
