@@ -33,7 +33,7 @@ from facescreen.bus.watch import (
     reset_target,
 )
 from facescreen.ops.health import Readiness
-from facescreen.ops.retry import bounded, call_async, infrastructure
+from facescreen.ops.retry import INFRA_MAX_S, bounded, call_async, infrastructure
 
 log = logging.getLogger("facescreen.faust")
 LAG = Gauge("facescreen_consumer_lag", "Messages behind the partition's end, per service",
@@ -152,7 +152,7 @@ def observe_lag(app: faust.App, service: str, ref: MessageRef) -> None:
 
 async def retry_forever(what: str, call: Callable[[], Awaitable[T]], readiness: Readiness,
                         check: str, is_transient: Callable[[BaseException], bool],
-                        max_delay_s: float = 30.0) -> T:
+                        max_delay_s: float = INFRA_MAX_S) -> T:
     """Await `call` until it succeeds; transient failures back off (readiness false and
     `/readyz` `retrying` meanwhile), anything else is raised at once.
 

@@ -19,7 +19,7 @@ from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
 from facescreen.matcher.work import StoppingError
 from facescreen.ops.health import Readiness
-from facescreen.ops.retry import RetryStoppedError, call_sync, infrastructure
+from facescreen.ops.retry import INFRA_MAX_S, RetryStoppedError, call_sync, infrastructure
 
 log = logging.getLogger("facescreen.matcher.search")
 MATCH_SCORES = Histogram("facescreen_matcher_top_score",
@@ -35,7 +35,7 @@ class PatientSearch:
     store that is down, so the line stops (readiness false) instead of dropping events."""
 
     def __init__(self, search: SearchFn, readiness: Readiness, stopping: threading.Event,
-                 max_delay_s: float = 30.0) -> None:
+                 max_delay_s: float = INFRA_MAX_S) -> None:
         self._search = search
         self._readiness = readiness
         self._stopping = stopping

@@ -69,5 +69,5 @@ def relay_patiently(store: WatchlistStore, store_id: str,
                     transient: Callable[[BaseException], bool]) -> int:
     """`relay`, with failures that `transient` accepts (the broker away) retried with
     jittered back-off until the broker acknowledges; the cursor only moves on success."""
-    policy = infrastructure(transient, max_s=30.0, name="broker")
+    policy = infrastructure(transient, name="broker")
     return call_sync(policy, "audit relay", lambda: relay(store, store_id, publish))
