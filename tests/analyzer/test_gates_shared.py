@@ -3,8 +3,9 @@
 Issue 9's gates: LFW 10-fold verification accuracy within 0.2 points, WIDER recall within 1
 point. By default they run on subsets that keep the fold protocol and span every WIDER
 event (the same images for both sides, so the comparison is paired); `-m slow` adds the
-full sets. Only candidates that `auto` picks somewhere are gated (bf16 is checked for
-numbers in test_parity; here it would only cost minutes on CPUs without AMX).
+full sets. The candidates that `auto` picks are gated: bf16 where this CPU has AMX (what
+`auto` picks there; without AMX it would only cost minutes, and test_parity checks its
+numbers everywhere).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.analyzer.backends import OnnxRuntimeBackend
+from facescreen.analyzer.runtime import cpu_flags
 from facescreen.core.specs import PipelineConfig
 from facescreen.evaluation import runner
 
@@ -23,7 +25,8 @@ from tests.analyzer.conftest import make_candidate
 from tests.conftest import REPO, SHARED_DATA
 from tests.infra import missing
 
-GATED = ("openvino-fp32", "openvino-int8", "onnxruntime-int8")
+GATED = ("openvino-fp32", "openvino-int8", "onnxruntime-int8") + (
+    ("openvino-bf16",) if "amx_bf16" in cpu_flags() else ())
 LFW_POINTS = 0.2  # accuracy, percentage points
 WIDER_POINTS = 1.0  # recall, percentage points
 SUBSET = {"lfw": 1200, "wider": 60}

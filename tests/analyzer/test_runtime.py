@@ -40,10 +40,22 @@ def test_auto_by_cpu_capability() -> None:
     auto = InferenceSpec()
     pick = choose(auto, NO_AMX, openvino=True, int8_built=True)
     assert (pick.runtime, pick.precision) == ("openvino", "int8")
+    assert "VNNI" in pick.reason
     assert (choose(auto, NO_AMX, openvino=True, int8_built=False).precision) == "fp32"
     # bf16 only with AMX: through AVX512_BF16 alone it measured slower than fp32
     assert choose(auto, SPR, openvino=True, int8_built=False).precision == "bf16"
-    assert choose(auto, SPR, openvino=True, int8_built=True).precision == "int8"
+    # on AMX bf16 (both models) measured faster than int8 (whose detector stays fp32)
+    amx = choose(auto, SPR, openvino=True, int8_built=True)
+    assert (amx.runtime, amx.precision) == ("openvino", "bf16")
+    assert "AMX" in amx.reason and "int8" in amx.reason
+    # AMX-int8 without AMX-bf16 is no such CPU, but the flags decide, not the model name
+    assert choose(auto, NO_AMX | {"amx_int8"}, openvino=True, int8_built=True).precision == "int8"
+    # bf16 needs OpenVINO: without it the AMX machine runs ONNX Runtime's int8
+    no_ov = choose(auto, SPR, openvino=False, int8_built=True)
+    assert (no_ov.runtime, no_ov.precision) == ("onnxruntime", "int8")
+    # runtime configured, precision left to auto: the same precision rule
+    ov_auto = choose(InferenceSpec("openvino"), SPR, openvino=True, int8_built=True)
+    assert (ov_auto.runtime, ov_auto.precision) == ("openvino", "bf16")
     older = choose(auto, AVX2, openvino=True, int8_built=True)
     assert (older.runtime, older.precision) == ("onnxruntime", "fp32")
     fallback = choose(auto, SPR, openvino=False, int8_built=False)
@@ -56,6 +68,11 @@ def test_explicit_choices_are_honoured_or_refused() -> None:
     assert (ov_fp32.runtime, ov_fp32.precision) == ("openvino", "fp32")
     ort = choose(InferenceSpec("onnxruntime"), SPR, openvino=True, int8_built=True)
     assert ort.runtime == "onnxruntime" and ort.precision == "int8"
+    # on AMX, where auto takes bf16, an explicit int8 or fp32 is still what runs
+    for precision in ("int8", "fp32"):
+        pick = choose(InferenceSpec("auto", precision), SPR, openvino=True, int8_built=True)
+        assert (pick.runtime, pick.precision) == ("openvino", precision)
+        assert "configured" in pick.reason
     with pytest.raises(RuntimeUnavailableError, match="not installed"):
         choose(InferenceSpec("openvino"), SPR, openvino=False, int8_built=True)
     with pytest.raises(RuntimeUnavailableError, match="models build"):
@@ -92,7 +109,10 @@ def test_auto_here_matches_this_cpu() -> None:
     flags = cpu_flags()
     if "avx512f" in flags:
         assert choice.runtime == "openvino"
-    if flags & {"avx512_vnni", "amx_int8"}:
+    if "amx_bf16" in flags and choice.runtime == "openvino":
+        assert choice.precision == "bf16"
+        assert (paths.detector.name, paths.embedder.name) == ("model.onnx", "model.onnx")
+    elif flags & {"avx512_vnni", "amx_int8"}:
         assert choice.precision == "int8" and paths.embedder.name == "model.int8.onnx"
         assert paths.detector.name == "model.onnx"  # int8 CenterFace failed the WIDER gate
     assert choice.reason
