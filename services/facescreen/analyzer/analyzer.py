@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
 import numpy as np
 
-from facescreen.analyzer.backends import InferenceBackend
+from facescreen.analyzer.backends import FrameDetector, InferenceBackend
 from facescreen.core import detection as det
 from facescreen.core.alignment import align_face, chips_to_batch, l2_normalise
 from facescreen.core.quality import assess
 from facescreen.core.specs import PipelineConfig, QualityPolicy
 from facescreen.core.types import Detection, Face, FloatArray, ImageBGR
+
+Batch = TypeVar("Batch", FloatArray, ImageBGR)
 
 
 @dataclass
@@ -66,17 +70,26 @@ class FaceAnalyzer:
         if not images:
             return []
         spec = self.config.detector
+        calls: list[tuple[list[int], Callable[[], dict[str, FloatArray]]]]
         with self.clock.stage("preprocess"):
-            prepared = [det.prepare_detector_input(image, spec) for image in images]
-            groups = batches_by_shape([x for x, _ in prepared])
+            if isinstance(self.backend, FrameDetector):  # it converts inside the model
+                boxed = [det.letterbox_frame(image, spec) for image in images]
+                letterboxes = [lb for _, lb in boxed]
+                calls = [(m, partial(self.backend.detect_frames, b))
+                         for m, b in batches_by_shape([x[None] for x, _ in boxed])]
+            else:
+                prepared = [det.prepare_detector_input(image, spec) for image in images]
+                letterboxes = [lb for _, lb in prepared]
+                calls = [(m, partial(self.backend.detect, b))
+                         for m, b in batches_by_shape([x for x, _ in prepared])]
         found: list[list[Detection]] = [[] for _ in images]
-        for members, batch in groups:
+        for members, call in calls:
             with self.clock.stage("detect"):
-                outputs = self.backend.detect(batch)
+                outputs = call()
             with self.clock.stage("decode"):
                 for row, i in enumerate(members):
                     found[i] = det.detections_from_outputs(
-                        {k: v[row:row + 1] for k, v in outputs.items()}, prepared[i][1],
+                        {k: v[row:row + 1] for k, v in outputs.items()}, letterboxes[i],
                         images[i].shape[:2], spec)
         return found
 
@@ -115,9 +128,9 @@ class FaceAnalyzer:
         return per_image
 
 
-def batches_by_shape(inputs: Sequence[FloatArray]) -> list[tuple[list[int], FloatArray]]:
-    """Group (1, C, h, w) detector inputs by shape: (indices, stacked batch) per shape, in
-    order of first appearance."""
+def batches_by_shape(inputs: Sequence[Batch]) -> list[tuple[list[int], Batch]]:
+    """Group detector inputs of one row each ((1, C, h, w) floats or (1, h, w, 3) frames) by
+    shape: (indices, stacked batch) per shape, in order of first appearance."""
     members: dict[tuple[int, ...], list[int]] = {}
     for i, x in enumerate(inputs):
         members.setdefault(tuple(x.shape), []).append(i)

@@ -5,7 +5,9 @@ and AMX where the CPU has it) run both models faster than ONNX Runtime, but only
 static input shapes: with dynamic shapes it was measured slower. So every model is reshaped
 to the exact input shape it is called with, compiled once per shape and kept (a small LRU
 cache). Batches whose size varies (faces per frame) are split into power-of-two chunks,
-so a handful of compiled shapes serve every batch size without padding work away.
+so a handful of compiled shapes serve every batch size without padding work away. The
+detector also takes the letterboxed uint8 frames (`detect_frames`, the analyzer's choice):
+their float conversion then runs inside the graph instead of in numpy.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
+from openvino.preprocess import ColorFormat, PrePostProcessor
 
 from facescreen.analyzer.backends import ModelMissingError, ModelPaths
 from facescreen.core.specs import DetectorSpec, EmbedderSpec
-from facescreen.core.types import FloatArray
+from facescreen.core.types import FloatArray, ImageBGR
 
 OV_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the graph carries it
 
@@ -44,7 +47,7 @@ class _Compiled:
         self.names = [o.get_any_name() for o in compiled.outputs]
         self.lock = threading.Lock()
 
-    def __call__(self, input_name: str, batch: FloatArray) -> dict[str, FloatArray]:
+    def __call__(self, input_name: str, batch: FloatArray | ImageBGR) -> dict[str, FloatArray]:
         with self.lock:
             # share: no copy of the (contiguous) input in, no extra copy of the outputs out;
             # the one copy below is needed since the request reuses its output buffers
@@ -53,11 +56,32 @@ class _Compiled:
             return {n: np.array(result[i], np.float32) for i, n in enumerate(self.names)}
 
 
+def frames_to_input(model: ov.Model, input_name: str, spec: DetectorSpec) -> ov.Model:
+    """`model` taking (n, h, w, 3) BGR uint8 frames: the float conversion, channel order,
+    mean/std and NCHW layout of `prepare_detector_input` become the graph's first steps."""
+    ppp = PrePostProcessor(model)
+    step = ppp.input(input_name)
+    step.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
+        .set_color_format(ColorFormat.BGR)
+    step.model().set_layout(ov.Layout("NCHW"))
+    step.preprocess().convert_element_type(ov.Type.f32)
+    if spec.colour == "RGB":
+        step.preprocess().convert_color(ColorFormat.RGB)
+    if spec.mean != (0.0, 0.0, 0.0):
+        step.preprocess().mean(list(spec.mean))
+    if spec.std != (1.0, 1.0, 1.0):
+        step.preprocess().scale(list(spec.std))
+    return ppp.build()
+
+
 class _StaticShapeModel:
-    """A model read once, compiled lazily per input shape (LRU-bounded)."""
+    """A model read once, compiled lazily per input shape (LRU-bounded).
+
+    With `frames`, it takes the detector's letterboxed uint8 frames (n, h, w, 3) and
+    converts them inside the compiled graph (`frames_to_input`)."""
 
     def __init__(self, core: ov.Core, path: Path, input_name: str, config: dict[str, Any],
-                 max_shapes: int) -> None:
+                 max_shapes: int, frames: DetectorSpec | None = None) -> None:
         if not path.exists():
             raise ModelMissingError(f"model file {path} is missing: run `facescreen models build`")
         self._core = core
@@ -67,6 +91,7 @@ class _StaticShapeModel:
         self._max = max_shapes
         self._cache: OrderedDict[tuple[int, ...], _Compiled] = OrderedDict()
         self._lock = threading.Lock()
+        self._frames = frames
         names = {n for i in self._model.inputs for n in i.get_names()}
         if input_name not in names:
             raise ValueError(f"{path}: no input named {input_name!r} (it has {sorted(names)})")
@@ -78,7 +103,12 @@ class _StaticShapeModel:
                 self._cache.move_to_end(shape)
                 return hit
             model = self._model.clone()
-            model.reshape({self._input: ov.PartialShape(list(shape))})
+            if self._frames is None:
+                model.reshape({self._input: ov.PartialShape(list(shape))})
+            else:
+                n, h, w, c = shape
+                model.reshape({self._input: ov.PartialShape([n, c, h, w])})
+                model = frames_to_input(model, self._input, self._frames)
             entry = _Compiled(self._core.compile_model(model, "CPU", self._config))
             self._cache[shape] = entry
             if len(self._cache) > self._max:
@@ -89,8 +119,10 @@ class _StaticShapeModel:
         with self._lock:
             return list(self._cache)
 
-    def run(self, batch: FloatArray) -> dict[str, FloatArray]:
-        array = np.ascontiguousarray(batch, np.float32)
+    def run(self, batch: FloatArray | ImageBGR) -> dict[str, FloatArray]:
+        array: FloatArray | ImageBGR = (np.ascontiguousarray(batch, np.float32)
+                                        if self._frames is None
+                                        else np.ascontiguousarray(batch, np.uint8))
         return self.compiled(tuple(array.shape))(self._input, array)
 
 
@@ -121,13 +153,24 @@ class OpenVinoBackend:
                                       max_shapes)
         self._emb = _StaticShapeModel(core, paths.embedder, embedder.input_name, config,
                                       max_shapes)
+        self._det_frames = _StaticShapeModel(core, paths.detector, detector.input_name, config,
+                                             max_shapes, frames=detector)
         self._emb_output = embedder.output_name
         self._dim = embedder.dim
         self._embed_chunk = embed_chunk
         self._detect_chunk = detect_chunk
 
     def detect(self, batch: FloatArray) -> dict[str, FloatArray]:
-        parts = [self._det.run(batch[s]) for s in pow2_chunks(len(batch), self._detect_chunk)]
+        return self._detect(self._det, batch)
+
+    def detect_frames(self, frames: ImageBGR) -> dict[str, FloatArray]:
+        """`detect` on letterboxed BGR uint8 frames (n, h, w, 3), converted in the graph:
+        the same outputs as `detect(prepare_detector_input(...))`, less numpy work."""
+        return self._detect(self._det_frames, frames)
+
+    def _detect(self, model: _StaticShapeModel,
+                batch: FloatArray | ImageBGR) -> dict[str, FloatArray]:
+        parts = [model.run(batch[s]) for s in pow2_chunks(len(batch), self._detect_chunk)]
         if len(parts) == 1:
             return parts[0]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -141,4 +184,5 @@ class OpenVinoBackend:
 
     def compiled_shapes(self) -> dict[str, list[tuple[int, ...]]]:
         """Input shapes compiled so far, per model (for tests and the status line)."""
-        return {"detector": self._det.shapes(), "embedder": self._emb.shapes()}
+        return {"detector": self._det.shapes(), "detector_frames": self._det_frames.shapes(),
+                "embedder": self._emb.shapes()}

@@ -23,10 +23,11 @@ class Letterbox:
     input_hw: tuple[int, int]
 
 
-def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatArray, Letterbox]:
+def letterbox_frame(image: ImageBGR, spec: DetectorSpec) -> tuple[ImageBGR, Letterbox]:
     """Scale the frame so its longer side fits `max_side`, pad right/bottom to the multiple.
 
-    Returns a float32 NCHW batch of one and the letterbox to undo it.
+    Returns the padded BGR uint8 frame and the letterbox to undo it: the detector's input
+    before its float conversion (a backend that converts inside the model takes this).
     """
     h, w = image.shape[:2]
     scale = min(1.0, spec.max_side / max(h, w))
@@ -35,13 +36,20 @@ def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatAr
     m = spec.size_multiple
     ph, pw = -(-nh // m) * m, -(-nw // m) * m
     padded = cv2.copyMakeBorder(resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=0)
+    return np.asarray(padded, np.uint8), Letterbox(scale=scale, input_hw=(ph, pw))
+
+
+def prepare_detector_input(image: ImageBGR, spec: DetectorSpec) -> tuple[FloatArray, Letterbox]:
+    """The letterboxed frame (`letterbox_frame`) as a float32 NCHW batch of one, in the
+    detector's colour order and scale, and the letterbox to undo it."""
+    padded, letterbox = letterbox_frame(image, spec)
     # One OpenCV call does the channel swap, float conversion and NCHW layout.
     batch: FloatArray = np.asarray(cv2.dnn.blobFromImage(padded, swapRB=spec.colour == "RGB"),
                                    dtype=np.float32)
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
         batch -= np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
         batch /= np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
-    return batch, Letterbox(scale=scale, input_hw=(ph, pw))
+    return batch, letterbox
 
 
 def decode_centerface(
