@@ -136,3 +136,24 @@ def test_known_triggers_are_dead_letters() -> None:
         mutant = mutate(_verdict(), schema, rng, kind)
         assert _feedback(mutant.encode(), _key_for(mutant.doc))[0] in (
             "invalid_feedback", "key_mismatch"), kind
+
+
+def test_a_verdict_repeated_does_not_grow_the_camera_state() -> None:
+    """Kafka redelivers, reviewers double-click, a hostile producer loops: each copy of a
+    verdict on one alert once appended another suppression (the track's embedding), and
+    every message exported the whole list, so the cost grew with the copies (15 verdicts/s
+    after 8,000 in bench/fuzz_inputs.py). The same verdict twice must leave one."""
+    matcher, alert_id = _matcher_with_an_open_alert()
+
+    def verdict() -> tuple[int, float]:
+        ref = MessageRef("facescreen.feedback", 0, 3, b"cam1", dumps(_verdict(alert_id)), [])
+        started = time.perf_counter()
+        outcome = matcher.feedback(ref)
+        assert outcome.applied and outcome.state is not None
+        return len(outcome.state), time.perf_counter() - started
+
+    first, _ = verdict()
+    for _ in range(300):
+        size, seconds = verdict()
+    assert size <= first + 64
+    assert seconds < 0.05

@@ -206,6 +206,10 @@ class SourceScreener:
         subject, watchlist, identity = recent
         if identity:
             until = (self.clock or 0.0) + self.policy.feedback_suppress_s
+            # A repeated verdict (redelivered, resubmitted) renews its suppression: copies
+            # would grow the state, and its export with every message, without bound.
+            self._suppressions = [s for s in self._suppressions if (
+                s.subject_id, s.watchlist, s.identity) != (subject, watchlist, identity)]
             self._suppressions.append(Suppression(subject, watchlist, identity, until))
         return True
 
