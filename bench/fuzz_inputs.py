@@ -245,13 +245,13 @@ def fuzz_alerts(events: int, rng: random.Random, tally: Tally, folder: Path) -> 
     schema = load("alert")
     known: list[tuple[str, int]] = []
     for n in range(events):
-        alert_id, revision = rng.choice(known) if known and rng.random() < 0.5 else (
-            str(uuid.uuid4()), 0)
+        seen = bool(known) and rng.random() < 0.5
+        alert_id, revision = rng.choice(known) if seen else (str(uuid.uuid4()), 0)
         roll = rng.random()
         if roll < 0.25:
-            step = rng.choice([1, 1, 0, -1]) if revision else 0  # newer, replay, older
+            step = rng.choice([1, 1, 0, -1]) if seen else 0  # newer, replay, older
             revision = max(0, revision + step)
-            doc = alert_event(alert_id, revision, source=f"cam{n % 8}")
+            doc = alert_event(alert_id, revision, source=f"cam{int(alert_id[:2], 16) % 8}")
             known.append((alert_id, revision))
             kind, value = "valid_revision", dumps(doc)
         elif roll < 0.35:
