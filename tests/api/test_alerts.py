@@ -96,6 +96,10 @@ def test_acknowledge_and_reject(api: Api) -> None:
     assert r.status_code == 422
     r = api.call("POST", f"{url}/reject", who="reviewer", json={"verdict": "x"})
     assert r.status_code == 422 and "verdict" in r.json()["detail"]
+    r = api.call("POST", f"{url}/reject", who="reviewer", content=b'{"comment": "bad \\ud800"}',
+                 headers={"content-type": "application/json"})  # JSON may spell one
+    assert r.status_code == 422 and "comment" in r.json()["detail"]  # not a 500 from the DB
+    assert len(api.ctx.alerts.reviews(doc["alert_id"])) == 2  # nothing stored
 
 
 class Stream:
