@@ -71,7 +71,7 @@ def test_the_faust_app_passes_fetch_wait_sizes_and_linger_to_its_clients() -> No
     assert asyncio.run(built()) == (35, 7, 123_456)
     assert (app.producer.linger_ms, app.producer.max_batch_size) == (4, 65_536)
     default = make_app("freshness-defaults", ["127.0.0.1:9"], FaustTuning())
-    assert default.transport.fetch_wait_ms == 20  # type: ignore[attr-defined]
+    assert default.transport.fetch_wait_ms == 50  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("argv", [

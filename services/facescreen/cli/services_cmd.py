@@ -113,7 +113,7 @@ def _service_args(p: argparse.ArgumentParser, name: str, faust_app: bool = False
         p.add_argument("--send-timeout", type=float, default=10.0,
                        help="seconds per attempt (3 attempts) to put an output or dead letter "
                        "on the broker before the worker gives up and exits 1")
-        p.add_argument("--fetch-wait", type=float, default=0.02, metavar="SECONDS",
+        p.add_argument("--fetch-wait", type=float, default=0.05, metavar="SECONDS",
                        help="longest the broker may hold a fetch that finds nothing new "
                        "(latency when idle; default %(default)s)")
         p.add_argument("--fetch-max-bytes", type=int, metavar="BYTES",
