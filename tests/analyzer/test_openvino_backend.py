@@ -34,6 +34,14 @@ def test_pow2_chunks_cover_every_row_once() -> None:
     assert [p.stop - p.start for p in pow2_chunks(13, 16)] == [8, 4, 1]
 
 
+def test_detector_runs_frame_by_frame_by_default(backend: OpenVinoBackend) -> None:
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 256, (3, 64, 96, 3), np.uint8)
+    together = backend.detect_frames(frames)
+    assert {s[0] for s in backend.compiled_shapes()["detector_frames"]} == {1}
+    assert together["heatmap"].shape == (3, 1, 16, 24)
+
+
 def test_shapes_compiled_once_and_bounded(backend: OpenVinoBackend) -> None:
     rng = np.random.default_rng(0)
     landscape = rng.uniform(0, 255, (1, 3, 480, 640)).astype(np.float32)
@@ -62,10 +70,14 @@ def test_embed_batches_split_into_power_of_two_chunks(backend: OpenVinoBackend) 
     assert backend.embed(chips[:0]).shape == (0, 128)
 
 
-def test_detector_batch_equals_frames_alone(backend: OpenVinoBackend) -> None:
+def test_detector_batch_equals_frames_alone() -> None:
+    config = PipelineConfig()
+    backend = OpenVinoBackend(config.detector, config.embedder, REPO, 2, "fp32",
+                              detect_chunk=4)
     rng = np.random.default_rng(2)
     frames = rng.uniform(0, 255, (3, 3, 96, 96)).astype(np.float32)
     together = backend.detect(frames)  # chunks 2 + 1
+    assert {s[0] for s in backend.compiled_shapes()["detector"]} == {2, 1}
     for i in range(3):
         alone = backend.detect(frames[i:i + 1])
         assert all(np.allclose(alone[k][0], together[k][i], atol=1e-4) for k in alone)
