@@ -41,6 +41,8 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -80,6 +82,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FACESCREEN = ROOT / ".venv" / "bin" / "facescreen"
 THREADS = 2
 BOUNDARY = b"frame"
+# The settings before the low-latency defaults: Faust's fixed fetch wait, a 50 ms batch wait,
+# no freshness.
+BEFORE = (["--fetch-wait", "1.5"], ["--batch-wait", "0.05", "--max-frame-age", "0"])
 
 
 # -- the clip and the schedule -------------------------------------------------------------
@@ -372,27 +377,59 @@ class Stack:
     store_url: str
     triton_grpc: str | None
     workdir: Path
+    pids: dict[str, int] = field(default_factory=dict)  # broker, valkey
+
+    @property
+    def onnx_config(self) -> Path:
+        """The runtime the embedded path uses (ONNX Runtime fp32): `auto` may pick another."""
+        path = self.workdir / "onnxruntime.toml"
+        path.write_text('[inference]\nruntime = "onnxruntime"\nprecision = "fp32"\n')
+        return path
+
+
+@dataclass(frozen=True)
+class Ports:
+    analyzer: int
+    matcher: int
+    pids: dict[str, int]  # every process of the path: analyzer, matcher, broker, valkey
+
+    def cpu_s(self) -> float:
+        """CPU seconds used so far by the processes of the path, together."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids.values():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def settled(self, frames: int) -> bool:
+        """The matcher has consumed a face event of every frame not skipped as stale."""
+        stale = metric(self.analyzer, "facescreen_analyzer_frames_stale_total")
+        return metric(self.matcher, "facescreen_matcher_events_total") + stale >= frames
 
 
 @contextlib.contextmanager
-def services(stack: Stack, inference: str, label: str,
-             batch: int) -> Iterator[tuple[BusConfig, int]]:
-    """Fresh topics, an analyzer and a matcher; yields the topics and the matcher's port."""
+def services(stack: Stack, inference: str, label: str, batch: int, tuning: list[str],
+             analyzer_flags: list[str] | None = None) -> Iterator[tuple[BusConfig, Ports]]:
+    """Fresh topics, an analyzer and a matcher (`tuning`: extra flags of both)."""
     prefix = f"bench-{label}-{uuid.uuid4().hex[:6]}."
     bus = BusConfig().with_prefix(prefix)
     create_topics(stack.broker, bus)
     common = ["--bootstrap", stack.broker, "--topic-prefix", prefix, "--session-timeout", "2",
-              "--commit-interval", "0.5"]
+              "--commit-interval", "0.5", "--config", str(stack.onnx_config), *tuning]
     started: list[ServerProcess] = []
     try:
-        analyzer, _ = start_service("analyzer", [*common, "--inference", inference, "--batch",
-                                                 str(batch), "--threads", str(THREADS)],
-                                    stack.workdir, label)
+        analyzer, analyzer_port = start_service(
+            "analyzer", [*common, "--inference", inference, "--batch", str(batch),
+                         "--threads", str(THREADS), *(analyzer_flags or [])], stack.workdir,
+            label)
         started.append(analyzer)
         matcher, port = start_service("matcher", [*common, "--store", stack.store_url],
                                       stack.workdir, label)
         started.append(matcher)
-        yield bus, port
+        pids = {**{s.name.split("-")[-1]: s.process.pid for s in started if s.process},
+                **stack.pids}
+        yield bus, Ports(analyzer_port, port, pids)
     except Exception:
         for server in started:
             print(f"--- {server.name} log:\n{server.log_tail(20)}")
@@ -403,44 +440,55 @@ def services(stack: Stack, inference: str, label: str,
 
 
 def publish(producer: Any, topic: str, clip: Clip, camera: str, session: str, seq: int,
-            index: int) -> None:
+            index: int, captured_at: float | None = None) -> None:
+    """One frame; captured now (live) unless `captured_at` (video time: a file) is given."""
     meta = FrameMeta(camera=camera, session=session, seq=seq, frame_index=index,
-                     captured_at=time.time(), width=clip.width, height=clip.height)
+                     captured_at=time.time() if captured_at is None else captured_at,
+                     width=clip.width, height=clip.height)
     producer.send(topic, key=camera.encode(), value=clip.jpegs[index], headers=meta.headers())
 
 
-def distributed_throughput(producer: Any, bus: BusConfig, port: int, clip: Clip) -> dict[str, Any]:
-    """Every frame published at once; timed until the matcher consumed the last face event."""
+def distributed_throughput(producer: Any, bus: BusConfig, ports: Ports,
+                           clip: Clip) -> dict[str, Any]:
+    """Every frame published at once; timed until the matcher consumed the last face event.
+
+    The frames carry video time, as a file camera's do, so the analyzer's freshness rule
+    (live frames only) leaves the backlog whole, as the embedded file source does."""
     session = uuid.uuid4().hex[:16]
+    cpu = ports.cpu_s()
     start = time.perf_counter()
     for seq in range(len(clip.jpegs)):
-        publish(producer, bus.frames.name, clip, "cap13", session, seq, seq)
+        publish(producer, bus.frames.name, clip, "cap13", session, seq, seq, seq / clip.fps)
     producer.flush(60)
     published = time.perf_counter() - start
-    wait_for("the matcher to consume every face event",
-             lambda: metric(port, "facescreen_matcher_events_total") >= len(clip.jpegs), 900)
+    wait_for("the matcher to consume every face event", lambda: ports.settled(len(clip.jpegs)),
+             900)
     seconds = time.perf_counter() - start
     return {"frames": len(clip.jpegs), "seconds": round(seconds, 2),
-            "fps": len(clip.jpegs) / seconds, "publish_s": round(published, 2)}
+            "fps": len(clip.jpegs) / seconds, "publish_s": round(published, 2),
+            "cpu_ms_per_frame": round(1000 * (ports.cpu_s() - cpu) / len(clip.jpegs), 1)}
 
 
-def distributed_latency(producer: Any, bus: BusConfig, port: int, clip: Clip, plan: Plan,
+def distributed_latency(producer: Any, bus: BusConfig, ports: Ports, clip: Clip, plan: Plan,
                         broker: str, before: int) -> dict[str, Any]:
     """The plan published in real time; latencies from the faces and alerts record times."""
     sessions = {c: uuid.uuid4().hex[:16] for c in plan.cameras}
+    cpu, began = ports.cpu_s(), time.perf_counter()
     t0 = time.time() + 1.0
     for due, camera, seq, index in plan.items():
         time.sleep(max(0.0, t0 + due - time.time()))
         publish(producer, bus.frames.name, clip, camera, sessions[camera], seq, index)
     producer.flush(60)
     total = before + len(plan.items())
-    wait_for("the matcher to consume the replay",
-             lambda: metric(port, "facescreen_matcher_events_total") >= total, 900, 0.5)
+    wait_for("the matcher to consume the replay", lambda: ports.settled(total), 900, 0.5)
+    cores = (ports.cpu_s() - cpu) / (time.perf_counter() - began)
     faces = [r for r in read_topic(broker, bus.faces.name) if r.key.decode() in sessions]
     alerts = [r for r in read_topic(broker, bus.alerts.name) if r.key.decode() in sessions
               and json.loads(r.value)["state"] == "open"]  # decisions, not later revisions
     alert_docs = [json.loads(r.value) for r in alerts]
     return {"frames_sent": len(plan.items()), "face_events": len(faces),
+            "frames_stale": metric(ports.analyzer, "facescreen_analyzer_frames_stale_total"),
+            "cpu_cores_mean": round(cores, 3),
             "alerts": len(alerts), "cameras_alerted": len({a["source"] for a in alert_docs}),
             "record_timestamp_types": sorted({r.timestamp_type for r in faces + alerts}),
             "capture_to_face_event": percentiles(record_delays(faces)),
@@ -492,15 +540,18 @@ def read_topic(broker: str, topic: str, timeout_s: float = 30.0) -> list[Any]:
 
 
 def distributed_run(stack: Stack, inference: str, label: str, clip: Clip, plan: Plan,
-                    batch: int) -> dict[str, Any]:
-    with services(stack, inference, label, batch) as (bus, port):
+                    batch: int, tuning: list[str],
+                    analyzer_flags: list[str] | None = None) -> dict[str, Any]:
+    with services(stack, inference, label, batch, tuning, analyzer_flags) as (bus, ports):
         producer = make_producer([stack.broker], 2 * 1024 * 1024)
         try:
             result = {"inference": inference.split("://")[0],
+                      "service_flags": tuning + (analyzer_flags or []),
                       "loadavg_before": os.getloadavg()[0],
-                      "throughput": distributed_throughput(producer, bus, port, clip)}
-            result["latency"] = distributed_latency(producer, bus, port, clip, plan,
+                      "throughput": distributed_throughput(producer, bus, ports, clip)}
+            result["latency"] = distributed_latency(producer, bus, ports, clip, plan,
                                                     stack.broker, len(clip.jpegs))
+            result["loadavg_after"] = os.getloadavg()[0]
         finally:
             producer.close(10)
     return result
@@ -520,7 +571,8 @@ def servers(workdir: Path, triton: bool) -> Iterator[Stack]:
             server = start_triton(workdir / "triton", ROOT / "triton_models")
             stop.callback(server.stop)
             grpc = server.grpc_url
-        yield Stack(bootstrap(broker), valkey_url(valkey), grpc, workdir)
+        pids = {n: s.process.pid for n, s in (("broker", broker), ("valkey", valkey)) if s.process}
+        yield Stack(bootstrap(broker), valkey_url(valkey), grpc, workdir, pids)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -553,11 +605,15 @@ def parse_args() -> argparse.Namespace:
                         help="seconds between camera starts in the latency replay")
     parser.add_argument("--batch", type=int, default=4, help="frames analysed together")
     parser.add_argument("--triton", action="store_true", help="also the analyzer on Triton")
+    parser.add_argument("--no-before", action="store_true",
+                        help="skip the run with the settings before the low-latency defaults "
+                        f"({' '.join(BEFORE[0] + BEFORE[1])})")
     parser.add_argument("--json", type=Path, help="write the JSON report here too")
     return parser.parse_args()
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     args = parse_args()
     began = time.perf_counter()
     clip = load_clip(args.frames)
@@ -594,6 +650,8 @@ def main() -> None:
 
 def distributed(workdir: Path, args: argparse.Namespace, faces: list[EnrolledFace], clip: Clip,
                 plan: Plan) -> dict[str, Any]:
+    """The services with their defaults, then (unless --no-before) with the settings they had
+    before the low-latency defaults, on the same broker: a ratio measured in one run."""
     config = PipelineConfig()
     runs: dict[str, Any] = {}
     with servers(workdir, args.triton) as stack:
@@ -601,10 +659,13 @@ def distributed(workdir: Path, args: argparse.Namespace, faces: list[EnrolledFac
                                     dim=config.embedder.dim)
         add_to(store, faces)
         store.close()
-        runs["onnx"] = distributed_run(stack, "onnx", "onnx", clip, plan, args.batch)
+        runs["onnx"] = distributed_run(stack, "onnx", "onnx", clip, plan, args.batch, [])
+        if not args.no_before:
+            runs["onnx_before"] = distributed_run(stack, "onnx", "before", clip, plan,
+                                                  args.batch, *BEFORE)
         if stack.triton_grpc is not None:
             runs["triton"] = distributed_run(stack, f"triton://{stack.triton_grpc}", "triton",
-                                             clip, plan, args.batch)
+                                             clip, plan, args.batch, [])
     return runs
 
 
