@@ -65,7 +65,9 @@ class FullStack:
 
     def records(self, role: str, camera: str) -> list[Any]:
         topic = self.topics.bus.topics()[role].name
-        return read_topic(self.topics.bootstrap, topic, camera.encode())
+        # The crowd clip's frames topic holds tens of MB of 1080p JPEGs: reading it took
+        # over the default 10 s on a loaded 2-core machine.
+        return read_topic(self.topics.bootstrap, topic, camera.encode(), timeout_s=60)
 
     def settle(self, camera: str) -> list[dict[str, Any]]:
         """Wait until the matcher has seen a face event for every frame; return the alerts."""
