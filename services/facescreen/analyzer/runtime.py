@@ -7,11 +7,12 @@ on (docs/benchmarks.md). What `auto` does, and why:
 - OpenVINO where the CPU has AVX-512 (measured faster than ONNX Runtime there, fp32 and
   int8, at static shapes); ONNX Runtime elsewhere, or where OpenVINO is not installed.
 - precision: bf16 for both models where the CPU has AMX-bf16 and OpenVINO runs them (on
-  AMX, bf16 ran the detector about 2x and the embedder about 3x faster than fp32, and beat
-  the int8 configuration, whose detector has to stay fp32, and an int8 detector too;
-  bf16 through AVX512_BF16 alone was measured *slower* than fp32); else int8 where the CPU
-  has VNNI or AMX-int8 and the int8 embedder is built (the detector stays fp32); else
-  fp32. Every precision `auto` picks passes the parity gates in tests/analyzer.
+  AMX, bf16 ran the detector about 2x and the embedder 2-3x faster than fp32, ahead of the
+  int8 configuration, whose detector has to stay fp32; an int8 detector was no faster
+  than bf16 there, and the int8 embedder beside the bf16 detector gained nothing; bf16
+  through AVX512_BF16 alone was measured *slower* than fp32); else int8 where the CPU has
+  VNNI or AMX-int8 and the int8 embedder is built (the detector stays fp32); else fp32.
+  Every precision `auto` picks passes the parity gates in tests/analyzer.
 
 An explicit choice is honoured or refused with a reason; only `auto` falls back.
 """
