@@ -24,7 +24,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -165,9 +165,7 @@ async def call_async(policy: RetryPolicy, operation: str, call: Callable[[], Awa
     restored after failures: it may be someone else's to set).
     """
     reporter = _Reporter(policy, operation, readiness, check, confirm)
-    retrying = AsyncRetrying(stop=policy._stop(), wait=_Wait(policy.backoff),
-                             retry=retry_if_exception(policy.transient), reraise=True,
-                             before_sleep=reporter.failed)
+    retrying = AsyncRetrying(**_tenacity(policy), before_sleep=reporter.failed)
     try:
         async for attempt in retrying:
             with attempt:
@@ -180,6 +178,12 @@ async def call_async(policy: RetryPolicy, operation: str, call: Callable[[], Awa
         reporter.gave_up()
         raise
     raise AssertionError("unreachable: tenacity re-raises or returns")  # pragma: no cover
+
+
+def _tenacity(policy: RetryPolicy) -> dict[str, Any]:
+    """What `call_async` and `call_sync` give tenacity alike: stop, wait, what is retried."""
+    return {"stop": policy._stop(), "wait": _Wait(policy.backoff),
+            "retry": retry_if_exception(policy.transient), "reraise": True}
 
 
 def call_sync(policy: RetryPolicy, operation: str, call: Callable[[], T], *,
@@ -203,9 +207,7 @@ def call_sync(policy: RetryPolicy, operation: str, call: Callable[[], T], *,
             last.append(exc)
         reporter.failed(state)
 
-    retrying = Retrying(stop=policy._stop(), wait=_Wait(policy.backoff), sleep=sleep,
-                        retry=retry_if_exception(policy.transient), reraise=True,
-                        before_sleep=remember)
+    retrying = Retrying(**_tenacity(policy), sleep=sleep, before_sleep=remember)
     try:
         for attempt in retrying:
             with attempt:
