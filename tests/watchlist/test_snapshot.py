@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from facescreen.core.alignment import l2_normalise
-from facescreen.core.matching import subject_template
+from facescreen.core.matching import GalleryIndex, subject_template
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import LocalWatchlistStore
 
@@ -35,6 +35,7 @@ def test_snapshot_templates_match_subject_template_and_skip_the_expired(tmp_path
     store = _enrolled(tmp_path)
     snapshot = store.snapshot(now=time.time() + 7200)  # carol has expired by then
     index = snapshot.index
+    assert isinstance(index, GalleryIndex)  # the default: exact
     assert list(zip(index.subject_ids, index.watchlists, strict=True)) == [
         ("alice", "vip"), ("alice", "staff"), ("bob", "vip")]
     alice = subject_template(np.stack([_vec(s) for s in (1, 2, 3, 4)]))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from facescreen.core.alignment import l2_normalise
+from facescreen.core.matching import GalleryIndex
 from facescreen.watchlist.store import LocalWatchlistStore, WatchlistError
 
 from tests.conftest import read_only
@@ -32,6 +33,7 @@ def test_enrol_persist_and_search(tmp_path: Path) -> None:
     store.add_subject("bob", "banned", [("b.jpg", 0.9, _vec(3))], actor="op")
     reopened = _store(tmp_path)
     index, thresholds = reopened.index()
+    assert isinstance(index, GalleryIndex)  # the default: exact
     assert sorted(index.subject_ids) == ["alice", "bob"]
     assert thresholds == {"vip": 0.8, "banned": pytest.approx(0.95)}
     (top,) = index.search(_vec(3)[None], k=1)
@@ -72,6 +74,7 @@ def test_expired_subjects_do_not_match_and_are_purged(tmp_path: Path) -> None:
     store.add_subject("old", "vip", [("o.jpg", 0.9, _vec(1))], actor="op", expires=soon)
     store.add_subject("new", "vip", [("n.jpg", 0.9, _vec(2))], actor="op")
     index, _ = store.index(now=soon + 1)
+    assert isinstance(index, GalleryIndex)  # the default: exact
     assert index.subject_ids == ("new",)
     assert store.purge_expired(actor="op", now=soon + 1) == ["old"]
     assert list(store.subjects()) == ["new"]
@@ -102,6 +105,7 @@ def test_read_only_directory_refuses_changes_but_still_reads(tmp_path: Path) -> 
     store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
     with read_only(tmp_path):
         index, _ = store.index()
+        assert isinstance(index, GalleryIndex)  # the default: exact
         assert index.subject_ids == ("alice",)
         with pytest.raises(WatchlistError, match=r"not writable|cannot write"):
             store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")

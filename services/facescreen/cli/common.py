@@ -84,7 +84,7 @@ def open_store(args: argparse.Namespace, *, remote: bool = False) -> WatchlistSt
     url = None if given is None else secret_value(given, "--store")
     if url is None:
         return LocalWatchlistStore(args.data_dir, embedder=config.embedder.name,
-                                   dim=config.embedder.dim)
+                                   dim=config.embedder.dim, gallery=config.gallery)
     from facescreen.watchlist.redis_store import RedisWatchlistStore  # only when asked for
 
     return RedisWatchlistStore(url, embedder=config.embedder.name, dim=config.embedder.dim,

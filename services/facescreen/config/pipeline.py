@@ -9,6 +9,7 @@ is one line naming the file, the table and the key.
     [embedder]            EmbedderSpec       [tracking]           TrackerPolicy
     [screening]           QualityPolicy      [cameras.NAME.decision|tracking]  per camera
     [enrolment]           QualityPolicy      [inference]          InferenceSpec
+    [gallery]             GallerySpec
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from facescreen.core.screening import ScreeningPolicy
 from facescreen.core.specs import PipelineConfig
 
 SECTIONS = ("detector", "embedder", "screening", "enrolment", "decision", "tracking",
-            "inference")
+            "inference", "gallery")
 
 
 class ConfigError(ValueError):

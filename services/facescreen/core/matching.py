@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,17 @@ def vote_template(embeddings: FloatArray, weights: FloatArray) -> FloatArray:
     """
     w = np.maximum(np.asarray(weights, np.float32), 1e-3)
     return l2_normalise((np.asarray(embeddings, np.float32) * w[:, None]).sum(axis=0))
+
+
+class TemplateIndex(Protocol):
+    """What screening needs of a watchlist index: its size and a top-k search.
+
+    `GalleryIndex` (exact) and the watchlist package's IVF index both fit it."""
+
+    def __len__(self) -> int: ...
+
+    def search(self, probes: FloatArray, k: int = 5,
+               watchlists: Sequence[str] | None = None) -> list[list[Candidate]]: ...
 
 
 @dataclass(frozen=True)

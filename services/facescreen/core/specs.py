@@ -136,6 +136,37 @@ class InferenceSpec:
             raise ValueError("inference.precision bf16 needs runtime openvino (or auto)")
 
 
+GALLERY_INDEXES = ("exact", "ivf")
+
+
+@dataclass(frozen=True)
+class GallerySpec:
+    """How the in-process watchlist (`--data-dir`) is searched (`[gallery]`).
+
+    `exact` scores every template: the true top-k, at a cost that grows with the list
+    (~70 ms a probe at a million templates here, memory-bound). `ivf` gives each watchlist
+    of at least `ivf_min_rows` templates an inverted-file index (faiss IVF-Flat): its
+    templates are clustered into `ivf_lists` cells (0: the square root of the list's size)
+    and a probe is scored against the templates of its `ivf_probe` nearest cells only. The
+    scores returned are exact cosines; which templates are looked at is the approximation
+    (bench/gallery_scale.py measures recall@1 against exact, and latency, per size).
+    Smaller lists stay exact either way.
+    """
+
+    index: str = "exact"
+    ivf_min_rows: int = 50_000
+    ivf_lists: int = 0
+    ivf_probe: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.index in GALLERY_INDEXES,
+               f"gallery.index must be one of {GALLERY_INDEXES}, got {self.index!r}")
+        _check(self.ivf_min_rows >= 1000, f"gallery.ivf_min_rows must be >= 1000 (an IVF "
+               f"index needs ~40 templates a cell to train), got {self.ivf_min_rows}")
+        _check(self.ivf_lists >= 0, f"gallery.ivf_lists must be >= 0, got {self.ivf_lists}")
+        _check(self.ivf_probe >= 1, f"gallery.ivf_probe must be >= 1, got {self.ivf_probe}")
+
+
 ENROLMENT_POLICY = QualityPolicy(
     min_detector_score=0.8, min_inter_ocular_px=32.0, max_abs_yaw_deg=25.0,
     max_abs_pitch_deg=25.0, max_abs_roll_deg=25.0, min_sharpness=0.15,
@@ -158,6 +189,7 @@ class PipelineConfig:
     tracking: TrackerPolicy = field(default_factory=TrackerPolicy)
     cameras: Mapping[str, ScreeningPolicy] = field(default_factory=dict)  # per-camera policy
     inference: InferenceSpec = field(default_factory=InferenceSpec)  # CPU runtime, precision
+    gallery: GallerySpec = field(default_factory=GallerySpec)  # exact or IVF search
 
     def screening_policy(self, camera: str | None = None) -> ScreeningPolicy:
         """The camera's own `[cameras.NAME.decision]`/`[cameras.NAME.tracking]` over the

@@ -41,6 +41,7 @@ from scipy.stats import chi2
 from facescreen.alerts.events import JsonLinesSink
 from facescreen.analyzer.analyzer import FaceAnalyzer
 from facescreen.core.alerting import Alert
+from facescreen.core.matching import GalleryIndex
 from facescreen.core.screening import FaceDecision, ScreeningPolicy
 from facescreen.core.types import FloatArray, Frame, ImageBGR
 from facescreen.embedded.pipeline import EmbeddedPipeline, RunOptions
@@ -242,8 +243,10 @@ def run_video(analyzer: FaceAnalyzer, clips: Sequence[Clip], *, fps: float = 5.0
         enrolled = enrol(analyzer, store, enrol_count, threshold)
         live = LiveLocalWatchlist(store)
         recs = [screen(analyzer, live, clip, fps, seconds, policy) for clip in clips]
-        subject_ids = list(live.index.subject_ids)
-        templates = live.index.templates
+        index = live.index
+        assert isinstance(index, GalleryIndex)  # this store's default: the exact index
+        subject_ids = list(index.subject_ids)
+        templates = index.templates
     reports = [clip_report(c, r, fps) for c, r in zip(clips, recs, strict=True)]
     hours = sum(r["seconds_screened"] for r in reports) / 3600.0
     false = sum(r["false_alerts"] for r in reports)

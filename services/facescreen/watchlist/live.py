@@ -1,7 +1,7 @@
 """A data directory's watchlist kept current during a run (embedded mode, `--data-dir` matcher).
 
 Deleting a subject or its expiry must take effect while cameras run, not at the next
-restart: the exact index is rebuilt when the directory's files change (checked at most
+restart: the index is rebuilt when the directory's files change (checked at most
 every `check_every_s`) and when the clock passes the next expiry (checked at every
 search, which costs one comparison). Thresholds are a dict updated in place, so the
 screeners that hold it decide with the current values.
@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 
-from facescreen.core.matching import Candidate, GalleryIndex
+from facescreen.core.matching import Candidate, GalleryIndex, TemplateIndex
 from facescreen.core.types import FloatArray
 from facescreen.watchlist.store import LocalWatchlistStore, stale_calibrations
 
@@ -41,7 +41,7 @@ class LiveLocalWatchlist:
         self._token: tuple[int, ...] = ()
         self._next_expiry = math.inf
         self.thresholds: dict[str, float] = {}
-        self.index = GalleryIndex.empty(store.dim)
+        self.index: TemplateIndex = GalleryIndex.empty(store.dim)
         self.reloads = 0
         self._reload(self._clock())
 

@@ -28,9 +28,11 @@ import numpy as np
 
 from facescreen.core.alignment import l2_normalise
 from facescreen.core.calibration import DEFAULT_MAX_GROWTH, is_stale
-from facescreen.core.matching import Candidate, GalleryIndex
+from facescreen.core.matching import Candidate, GalleryIndex, TemplateIndex
 from facescreen.core.screening import SearchFn
+from facescreen.core.specs import GallerySpec
 from facescreen.core.types import FloatArray
+from facescreen.watchlist.ivf_index import build_index
 
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.95  # cosine; calibrated on celeba-dev to FPIR ~0.01, see README
@@ -137,7 +139,7 @@ def stale_calibrations(watchlists: dict[str, Watchlist], subjects: dict[str, Sub
 class Snapshot:
     """What a reader of the data directory needs, from one read of its files."""
 
-    index: GalleryIndex
+    index: TemplateIndex
     thresholds: dict[str, float]
     subjects: dict[str, Subject]
     watchlists: dict[str, Watchlist]
@@ -155,10 +157,12 @@ class _State:
 class LocalWatchlistStore:
     """Exact, file-backed watchlist for the embedded mode (a few thousand subjects)."""
 
-    def __init__(self, data_dir: Path, *, embedder: str, dim: int) -> None:
+    def __init__(self, data_dir: Path, *, embedder: str, dim: int,
+                 gallery: GallerySpec | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.embedder = embedder
         self.dim = dim
+        self.gallery = gallery or GallerySpec()  # how snapshots index the templates
 
     # -- reading ---------------------------------------------------------------------------
     def _meta_path(self) -> Path:
@@ -212,8 +216,9 @@ class LocalWatchlistStore:
     def subjects(self) -> dict[str, Subject]:
         return self._load().subjects
 
-    def index(self, now: float | None = None) -> tuple[GalleryIndex, dict[str, float]]:
-        """The exact search index over live (unexpired) subjects, and each list's threshold."""
+    def index(self, now: float | None = None) -> tuple[TemplateIndex, dict[str, float]]:
+        """The search index over live (unexpired) subjects (exact, or IVF for large lists
+        where `gallery` asks for it), and each list's threshold."""
         snapshot = self.snapshot(now)
         return snapshot.index, snapshot.thresholds
 
@@ -237,14 +242,14 @@ class LocalWatchlistStore:
         starts = np.cumsum([0] + [len(s.images) for s in live[:-1]])
         per_subject = l2_normalise(np.add.reduceat(images, starts, axis=0))
         rows = [j for j, s in enumerate(live) for _ in s.watchlists]
-        index = GalleryIndex(tuple(s.subject_id for s in live for _ in s.watchlists),
-                             tuple(name for s in live for name in s.watchlists),
-                             np.ascontiguousarray(per_subject[rows]))
+        index = build_index(tuple(s.subject_id for s in live for _ in s.watchlists),
+                            tuple(name for s in live for name in s.watchlists),
+                            np.ascontiguousarray(per_subject[rows]), self.gallery)
         return Snapshot(index, thresholds, state.subjects, state.watchlists)
 
     def matcher(self, watchlists: Sequence[str] | None = None, *,
                 now: float | None = None) -> tuple[SearchFn, dict[str, float]]:
-        """Exact search over the subjects live now, as screening calls it.
+        """Search over the subjects live now, as screening calls it.
 
         A snapshot: the data directory is read once, here; call again to see later changes.
         """
