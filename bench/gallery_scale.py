@@ -1,4 +1,4 @@
-"""Watchlist search against gallery size: the embedded exact index and Redis FLAT / HNSW.
+"""Watchlist search against gallery size: the embedded exact and IVF indexes, Redis FLAT / HNSW.
 
 For each gallery size (1k, 10k, 100k, 1M by default; `--max-size` caps them):
 - embedded: `GalleryIndex.search(probe, k)`, the exact index the `--data-dir` matcher
@@ -7,6 +7,10 @@ For each gallery size (1k, 10k, 100k, 1M by default; `--max-size` caps them):
   matrix-vector product on the same contiguous matrix); memory of the index by tracemalloc;
   up to `--store-max`, the time `LiveLocalWatchlist` takes to (re)load a data directory of
   that many subjects (at start and on every change of its files);
+- embedded IVF (`[gallery] index = "ivf"`): `IvfGalleryIndex.search` as the data-directory
+  store builds it (faiss IVF-Flat, sqrt(n) cells), at each `--ivf-probe`, from `--ivf-from`
+  templates up, timed in the same rounds as the exact index; its build time, the bytes its
+  templates and cells take, and how much this process's RSS grew while it was built;
 - Redis: `RedisWatchlistStore.search` on a FLAT and an HNSW index (see gallery_redis.py for
   build time and memory), HNSW at each `--ef-runtime` on the same graph.
 Recall@1 is against exact float32 search over the whole gallery. The templates are
@@ -14,7 +18,8 @@ synthetic (gallery_data.py says how they are made), seeded: nothing is tuned on 
 
     .venv/bin/python bench/gallery_scale.py [--max-size 1000000] [--queries 1000]
         [--ef-runtime 10,32,64,128,256,512] [--hnsw-m 16] [--hnsw-ef-construction 200]
-        [--hnsw-max-size 1000000] [--build-budget-s 900] [--json docs/figures/gallery_scale.json]
+        [--hnsw-max-size 1000000] [--build-budget-s 900] [--ivf-probe 8,16,32,64]
+        [--ivf-from 10000] [--kinds FLAT,HNSW] [--json docs/figures/gallery_scale.json]
 
 BLAS runs on one thread (OPENBLAS_NUM_THREADS=1 unless set): one probe, one core, like a
 matcher worker. Without `--url` it starts valkey + RediSearch from the PyPI wheels.
@@ -38,20 +43,29 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 from facescreen.core.matching import GalleryIndex
+from facescreen.core.specs import GallerySpec
 from facescreen.core.types import FloatArray
 from facescreen.devstack.valkey import start_valkey, valkey_url
+from facescreen.watchlist.ivf_index import IvfGalleryIndex
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import EnrolledImage, LocalWatchlistStore, Subject, _State
-from gallery_data import Generator, Recipe, describe_set, exact_top1, recall, timed_rounds
+from gallery_data import Generator, Query, Recipe, describe_set, exact_top1, recall, timed_rounds
 from gallery_redis import TIE, redis_rows, top1_check
 from machine import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def embedded_rows(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
-                  best: FloatArray, k: int, rounds: int) -> list[dict[str, Any]]:
-    """The product's exact index and the BLAS bound, query by query in turn."""
+                  best: FloatArray, k: int, rounds: int,
+                  ivf_probes: list[int]) -> list[dict[str, Any]]:
+    """The product's exact index, the BLAS bound and (where `ivf_probes` is not empty) the
+    IVF index at each number of probed cells, query by query in turn."""
     n = len(templates)
     tracemalloc.start()
     index = GalleryIndex(tuple(f"s{i}" for i in range(n)), ("bench",) * n, templates.copy())
@@ -67,11 +81,28 @@ def embedded_rows(templates: FloatArray, probes: FloatArray, truth: np.ndarray,
         top = int(np.argmax(matrix @ probes[i]))
         return bool(float(matrix[top] @ probes[i]) >= best[i] - TIE)
 
-    measured = timed_rounds({"product": product, "bound": bound}, len(probes), rounds)
+    configs: dict[str, Query] = {"product": product, "bound": bound}
+    extra: dict[str, dict[str, Any]] = {key: {"memory_mb": round(memory_mb, 1)}
+                                        for key in configs}
+    if ivf_probes:
+        before = rss_mb()
+        ivf = IvfGalleryIndex(index.subject_ids, index.watchlists, templates,
+                              GallerySpec("ivf", ivf_min_rows=1000))
+        built = {"build_s": round(ivf.build_s, 1), "cells": ivf.cells["bench"],
+                 "memory_mb": round(ivf.memory_bytes() / 2**20, 1),
+                 "rss_growth_mb": round(rss_mb() - before, 1)}
+        for probe in ivf_probes:
+            def approximate(i: int, probe: int = probe) -> bool:
+                ivf.set_probe(probe)  # the configurations interleave: each sets its own
+                return check(i, ivf.search(probes[i][None], k)[0])
+
+            configs[f"ivf{probe}"] = approximate
+            extra[f"ivf{probe}"] = built | {"EF_RUNTIME": probe}
+    measured = timed_rounds(configs, len(probes), rounds)
     names = {"product": "embedded exact (GalleryIndex.search)",
              "bound": "numpy/BLAS bound (matmul + argmax)"}
-    return [{"n": n, "store": names[key], "memory_mb": round(memory_mb, 1)}
-            | {name: value for name, value in result.items() if name != "hits"}
+    return [{"n": n, "store": names.get(key, "embedded IVF (IvfGalleryIndex.search)")}
+            | extra[key] | {name: value for name, value in result.items() if name != "hits"}
             | recall(result["hits"], truth) for key, result in measured.items()]
 
 
@@ -97,7 +128,7 @@ def store_reload_s(templates: FloatArray, dim: int) -> dict[str, float]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table: p50/p99 of each row's least disturbed round (lowest p99), every round's p99."""
-    lines = ["| templates | store | EF_RUNTIME | p50 ms | p99 ms | p99 ms, every round "
+    lines = ["| templates | store | EF_RUNTIME / cells probed | p50 ms | p99 ms | p99 ms, every round "
              "| recall@1 (genuine / impostor) | build s | memory MB |",
              "|---:|---|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
@@ -131,6 +162,10 @@ def main() -> None:
     parser.add_argument("--hnsw-m", type=int, default=16)
     parser.add_argument("--hnsw-ef-construction", type=int, default=200)
     parser.add_argument("--hnsw-max-size", type=int, default=1_000_000)
+    parser.add_argument("--ivf-probe", default="8,16,32,64",
+                        help="cells probed by the embedded IVF index; '' for no IVF rows")
+    parser.add_argument("--ivf-from", type=int, default=10_000,
+                        help="smallest size with IVF rows")
     parser.add_argument("--build-budget-s", type=float, default=900.0,
                         help="stop inserting into one index after this long")
     parser.add_argument("--store-max", type=int, default=100_000,
@@ -152,6 +187,7 @@ def main() -> None:
     sizes = [s for s in (int(x) for x in args.sizes.split(",")) if s <= args.max_size]
     kinds = [kind.strip().upper() for kind in args.kinds.split(",") if kind.strip()]
     efs = [int(x) for x in args.ef_runtime.split(",")]
+    ivf_probes = [int(x) for x in args.ivf_probe.split(",") if x.strip()]
     recipe = Recipe()
     generator = Generator(recipe)
     identities, gallery = generator.gallery(max(sizes))
@@ -183,7 +219,8 @@ def main() -> None:
                 report["sizes"].append(size)
                 print(f"n={n:,}: {size}", flush=True)
                 rows = ([] if args.skip_embedded else
-                        embedded_rows(templates, probes, truth, best, args.k, args.rounds))
+                        embedded_rows(templates, probes, truth, best, args.k, args.rounds,
+                                      ivf_probes if n >= args.ivf_from else []))
                 if rows and n <= args.store_max:
                     rows[0] |= store_reload_s(templates, recipe.dim)
                 for row in rows:

@@ -86,9 +86,9 @@ class IvfGalleryIndex:
             chosen = np.random.default_rng(0).choice(rows, size=sample, replace=False)
             index.train(vectors[np.sort(chosen)])  # a fixed sample: the same cells every build
             index.add_with_ids(vectors[rows], rows.astype(np.int64))
-            index.nprobe = min(spec.ivf_probe, cells)
             self._ivf[name] = index
             self.cells[name] = cells
+        self.set_probe(spec.ivf_probe)
         self.build_s = time.perf_counter() - started
 
     def __len__(self) -> int:
@@ -116,6 +116,12 @@ class IvfGalleryIndex:
         if len(self._exact) + len(self._ivf) == 1:
             return merged  # one list: already best first
         return [sorted(row, key=lambda c: -c.score)[:k] for row in merged]
+
+    def set_probe(self, cells: int) -> None:
+        """Probe `cells` cells a search from now on (at most all): recall against speed,
+        changed without a rebuild."""
+        for index in self._ivf.values():
+            index.nprobe = max(1, min(cells, index.nlist))
 
     def memory_bytes(self) -> int:
         """Bytes the templates and ids take inside the indexes (what a list costs in RAM)."""
