@@ -137,3 +137,14 @@ def test_bad_gallery_settings_are_one_line_errors(table: dict[str, object],
 def test_the_gallery_table_reaches_the_config() -> None:
     config = pipeline_from_mapping({"gallery": {"index": "ivf", "ivf_probe": 48}})
     assert config.gallery == GallerySpec("ivf", ivf_probe=48)
+
+
+def test_the_config_file_reaches_the_data_directory_store(tmp_path: Path) -> None:
+    import argparse
+
+    from facescreen.cli.common import open_store
+
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[gallery]\nindex = "ivf"\nivf_min_rows = 1000\nivf_probe = 8\n')
+    store = open_store(argparse.Namespace(config=config, data_dir=tmp_path / "data"))
+    assert store.gallery == GallerySpec("ivf", ivf_min_rows=1000, ivf_probe=8)
