@@ -62,7 +62,7 @@ def session(api: Api, analyzer: FaceAnalyzer) -> list[np.ndarray]:
     returns the embeddings the session handled (enrolled, and the search probe's)."""
     assert enrol(api, "franck", SENT[:2]).status_code == 201
     with np.load(api.data_dir / "embeddings.npz") as npz:
-        embeddings = [npz[k] for k in npz.files]
+        embeddings = list(npz["vectors"])
     (probe,) = enrol_pictures(analyzer, [("p", decode_image(photo(SENT[2])))])
     embeddings.append(probe.embedding)
     assert enrol(api, "franck", SENT[:1]).status_code == 409

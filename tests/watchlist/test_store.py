@@ -50,7 +50,7 @@ def test_delete_removes_every_embedding_and_is_audited(tmp_path: Path) -> None:
     store.remove_subject("alice", actor="dpo", reason="erasure request")
     assert store.subjects() == {}
     with np.load(tmp_path / "embeddings.npz") as npz:
-        assert npz.files == []
+        assert npz["image_ids"].shape == (0,) and npz["vectors"].shape == (0, DIM)
     actions = [(e["action"], e["actor"], e["reason"]) for e in store.audit_log()]
     assert actions[-1] == ("remove_subject", "dpo", "erasure request")
     assert len(actions) == 4
@@ -110,7 +110,38 @@ def test_read_only_directory_refuses_changes_but_still_reads(tmp_path: Path) -> 
         with pytest.raises(WatchlistError, match=r"not writable|cannot write"):
             store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(2))], actor="op")
     assert list(store.subjects()) == ["alice"]
-    assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 1
+    assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 2
+
+
+def test_a_format_1_directory_is_read_and_rewritten_as_format_2(tmp_path: Path) -> None:
+    """Format 1 kept one npz member per image; such a directory still loads, and the next
+    change writes the one-matrix layout (ids and vectors row by row)."""
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a1.jpg", 0.9, _vec(1)), ("a2.jpg", 0.9, _vec(2))],
+                      actor="op")
+    meta = json.loads((tmp_path / "watchlist.json").read_text())
+    (tmp_path / "watchlist.json").write_text(json.dumps(meta | {"format": 1}))
+    with np.load(tmp_path / "embeddings.npz") as npz:
+        ids, vectors = npz["image_ids"].tolist(), npz["vectors"]
+    np.savez(tmp_path / "embeddings.npz", **dict(zip(ids, vectors, strict=True)))
+    (top,) = store.index()[0].search(_vec(2)[None], k=1)
+    assert top[0].subject_id == "alice"
+    store.add_subject("bob", "vip", [("b.jpg", 0.9, _vec(3))], actor="op")
+    assert json.loads((tmp_path / "watchlist.json").read_text())["format"] == 2
+    with np.load(tmp_path / "embeddings.npz") as npz:
+        assert sorted(npz.files) == ["image_ids", "vectors"]
+        assert npz["image_ids"].tolist()[:2] == ids and len(npz["image_ids"]) == 3
+        np.testing.assert_allclose(npz["vectors"][:2], vectors, atol=1e-6)
+        np.testing.assert_allclose(npz["vectors"][2], _vec(3), atol=1e-6)
+
+
+def test_embeddings_that_do_not_pair_with_their_ids_are_a_corrupt_directory(
+        tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.add_subject("alice", "vip", [("a1.jpg", 0.9, _vec(1))], actor="op")
+    np.savez(tmp_path / "embeddings.npz", image_ids=np.asarray(["a", "b"]), vectors=_vec(1)[None])
+    with pytest.raises(WatchlistError, match="is corrupt: ValueError: image_ids"):
+        store.subjects()
 
 
 @pytest.mark.parametrize(("subject", "watchlist", "vector", "expires", "message"), [

@@ -3,8 +3,10 @@
 Layout (all written atomically, under an exclusive lock):
 - `watchlist.json`: watchlists (threshold, calibration) and subjects (membership, expiry,
   per-image metadata). No biometric data.
-- `embeddings.npz`: one L2-normalised embedding per enrolled image, keyed by image id.
-  Biometric: created with mode 0600 and never logged.
+- `embeddings.npz`: one L2-normalised embedding per enrolled image: `image_ids` (n,) and
+  `vectors` (n, dim) float32, row i the embedding of image i (format 2; format 1 kept one
+  archive member per image, which took minutes to read at a million images, and is still
+  read). Biometric: created with mode 0600 and never logged.
 - `audit.jsonl`: one line per change: who, when, what, why.
 Deleting a subject removes its every embedding; nothing else holds one.
 """
@@ -34,7 +36,8 @@ from facescreen.core.specs import GallerySpec
 from facescreen.core.types import FloatArray
 from facescreen.watchlist.ivf_index import build_index
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1: one npz member per image (read, rewritten as 2 on a change)
 DEFAULT_THRESHOLD = 0.95  # cosine; calibrated on celeba-dev to FPIR ~0.01, see README
 
 
@@ -154,6 +157,16 @@ class _State:
     embeddings: dict[str, FloatArray] = field(default_factory=dict)
 
 
+def _read_embeddings(npz: Any, fmt: int) -> dict[str, FloatArray]:
+    """Image id -> embedding from an open `embeddings.npz` of format `fmt`."""
+    if fmt == 1:
+        return {k: np.asarray(npz[k], np.float32) for k in npz.files}
+    ids, vectors = npz["image_ids"], np.asarray(npz["vectors"], np.float32)
+    if ids.ndim != 1 or vectors.ndim != 2 or len(ids) != len(vectors):
+        raise ValueError(f"image_ids {ids.shape} and vectors {vectors.shape} do not pair up")
+    return dict(zip(ids.tolist(), vectors, strict=True))
+
+
 class LocalWatchlistStore:
     """Exact, file-backed watchlist for the embedded mode (a few thousand subjects)."""
 
@@ -177,7 +190,7 @@ class LocalWatchlistStore:
             meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict):
                 raise TypeError(f"{meta_path.name} holds {type(meta).__name__}, not an object")
-            if meta.get("format") != FORMAT_VERSION:
+            if meta.get("format") not in READABLE_FORMATS:
                 raise WatchlistError(f"{meta_path}: unsupported format {meta.get('format')!r}")
             state.watchlists = {n: Watchlist(**w) for n, w in meta["watchlists"].items()}
             state.subjects = {
@@ -187,7 +200,7 @@ class LocalWatchlistStore:
             emb_path = self.data_dir / "embeddings.npz"
             if emb_path.exists():
                 with np.load(emb_path, allow_pickle=False) as npz:
-                    state.embeddings = {k: np.asarray(npz[k], np.float32) for k in npz.files}
+                    state.embeddings = _read_embeddings(npz, meta["format"])
         except WatchlistError:
             raise
         except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
@@ -300,7 +313,10 @@ class LocalWatchlistStore:
             "subjects": {sid: asdict(s) for sid, s in state.subjects.items()},
         }
         buffer = io.BytesIO()
-        np.savez(buffer, **state.embeddings)  # type: ignore[arg-type]
+        ids = list(state.embeddings)
+        vectors = (np.stack([state.embeddings[i] for i in ids]).astype(np.float32) if ids
+                   else np.zeros((0, self.dim), np.float32))
+        np.savez(buffer, image_ids=np.asarray(ids, dtype=np.str_), vectors=vectors)
         try:
             _atomic_write(self.data_dir / "embeddings.npz", buffer.getvalue(), private=True)
             _atomic_write(self._meta_path(), json.dumps(meta, indent=1).encode())
