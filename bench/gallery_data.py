@@ -181,3 +181,24 @@ def recall(hits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"recall_at_1": round(float(hits.mean()), 4),
             "recall_at_1_genuine": round(float(hits[genuine].mean()), 4),
             "recall_at_1_impostor": round(float(hits[~genuine].mean()), 4)}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The table: p50/p99 of each row's least disturbed round (lowest p99), every round's p99."""
+    lines = ["| templates | store | EF_RUNTIME / cells probed | p50 ms | p99 ms | p99 ms, every round "
+             "| recall@1 (genuine / impostor) | build s | memory MB |",
+             "|---:|---|---:|---:|---:|---|---|---:|---:|"]
+    for r in rows:
+        rounds = r.get("rounds", [])
+        quiet = min(rounds, key=lambda x: x["p99_ms"]) if rounds else {}
+        rec = (f"{r['recall_at_1']:.4f} ({r['recall_at_1_genuine']:.3f} / "
+               f"{r['recall_at_1_impostor']:.3f})" if "recall_at_1" in r else "-")
+        p50 = f"{quiet['p50_ms']:.2f}" if quiet else "-"
+        p99 = f"{quiet['p99_ms']:.2f}" if quiet else "-"
+        every = " / ".join(f"{x['p99_ms']:.1f}" for x in rounds) or "-"
+        build = r.get("build_s", r.get("data_dir_reload_s", "-"))
+        if not r.get("complete", True):
+            build = f"{build} (stopped at {r['rows_built']:,})"
+        lines.append(f"| {r['n']:,} | {r['store']} | {r.get('EF_RUNTIME', '-')} | {p50} | {p99} "
+                     f"| {every} | {rec} | {build} | {r.get('memory_mb', '-')} |")
+    return "\n".join(lines)

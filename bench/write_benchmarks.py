@@ -68,8 +68,8 @@ def _embedded_clip(title: str, clip: dict[str, Any], baseline: str,
     return lines
 
 
-def embedded(data: dict[str, Any]) -> list[str]:
-    lines = ["## Embedded pipeline per CPU runtime", "",
+def embedded(data: dict[str, Any], title: str = "Embedded pipeline per CPU runtime") -> list[str]:
+    lines = [f"## {title}", "",
              f"Command: `{data['command']}` ({data['threads']} inference threads, batches of "
              f"{data['batch']} frames, {data['rounds']} interleaved rounds, medians).", "",
              "*bare*: the models alone on prepared inputs, as the pipeline batches them; "
@@ -117,6 +117,20 @@ def gates(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def gallery(data: dict[str, Any]) -> list[str]:
+    """bench/gallery_scale.py's report: one-probe search latency and recall per store."""
+    from gallery_data import markdown  # bench/ is this script's folder, on sys.path
+
+    lines = ["## Watchlist search against gallery size", "",
+             f"Command: `{data['command']}` ({data['queries']} queries a size, half genuine, "
+             f"half impostor, k={data['k']}, {data['rounds']} interleaved rounds; the table "
+             "shows each row's round with the lowest p99). Templates: synthetic, clustered, "
+             "seeded (bench/gallery_data.py). Recall@1 is against exact search over the "
+             "whole gallery.", ""]
+    lines += _machine(data)
+    return [*lines, markdown(data["rows"]), ""]
+
+
 def generic(name: str, data: dict[str, Any]) -> list[str]:
     lines = [f"## {name}", ""]
     if "command" in data:
@@ -131,8 +145,13 @@ def generic(name: str, data: dict[str, Any]) -> list[str]:
     return lines
 
 
-KNOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {"bench_embedded.json": embedded,
-                                                            "bench_gates.json": gates}
+KNOWN: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "bench_embedded.json": embedded,
+    "bench_embedded_avx2.json": lambda data: embedded(
+        data, "Embedded pipeline per CPU runtime, on a CPU with AVX2 only"),
+    "bench_gates.json": gates,
+    "bench_gallery.json": gallery,
+}
 
 
 def render(figures: Path) -> str:
