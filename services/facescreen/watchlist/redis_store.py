@@ -63,7 +63,6 @@ from facescreen.core.matching import Candidate, subject_template
 from facescreen.core.screening import SearchFn
 from facescreen.core.types import FloatArray
 from facescreen.watchlist.store import (
-    FORMAT_VERSION,
     EnrolledImage,
     Subject,
     SubjectExistsError,
@@ -79,6 +78,8 @@ log = logging.getLogger("facescreen.watchlist.redis")
 IndexKind = Literal["FLAT", "HNSW"]
 TAG_SEPARATOR = "\x1f"  # one tag per template: a separator no list name may contain
 THRESHOLD_REFRESH_S = 1.0
+# The layout of the keys (the data directory's file format, store.FORMAT_VERSION, is another).
+REDIS_FORMAT_VERSION = 1
 
 
 def redacted_url(url: str) -> str:
@@ -253,7 +254,7 @@ class RedisWatchlistStore:
         with self._errors():
             meta = {_text(k): _text(v) for k, v in self._r.hgetall(meta_key).items()}
             if not meta and create:
-                self._r.hsetnx(meta_key, "format", FORMAT_VERSION)
+                self._r.hsetnx(meta_key, "format", REDIS_FORMAT_VERSION)
                 self._r.hsetnx(meta_key, "embedder", self.embedder)
                 self._r.hsetnx(meta_key, "dim", self.dim)
                 meta = {_text(k): _text(v) for k, v in self._r.hgetall(meta_key).items()}
@@ -264,7 +265,7 @@ class RedisWatchlistStore:
                     f"watchlist {self.prefix!r} at {self.url} was enrolled with embedder "
                     f"{meta.get('embedder')!r} (dim {meta.get('dim')}), not {self.embedder!r} "
                     f"(dim {self.dim}): re-enrol or use another prefix")
-            if meta.get("format") != str(FORMAT_VERSION):
+            if meta.get("format") != str(REDIS_FORMAT_VERSION):
                 raise WatchlistError(f"watchlist {self.prefix!r} at {self.url} has "
                                      f"unsupported format {meta.get('format')!r}")
             self._ensure_index()
