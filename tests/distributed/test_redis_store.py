@@ -332,3 +332,18 @@ def test_store_url_from_a_file_or_the_environment(redis_url: str, tmp_path: Path
     assert main(["watchlist", "list", "--store", "env:FS_STORE_URL", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing["watchlists"]["vip"]["threshold"] == pytest.approx(0.9)
+
+
+def test_the_key_layout_stays_format_1_whatever_the_data_directory_format(
+        redis_url: str) -> None:
+    """A Redis watchlist written before the data directory moved to format 2 must still
+    open: the two formats are numbered apart."""
+    store = _store(redis_url)
+    store.add_subject("alice", "vip", [("a.jpg", 0.9, _vec(1))], actor="op")
+    meta = [k for k in _keys(redis_url) if k.endswith("meta")]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        assert [client.hget(k, "format") for k in meta] == ["1"]
+    finally:
+        client.close()
+    assert list(_store(redis_url).subjects()) == ["alice"]
