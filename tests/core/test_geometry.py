@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
-from facescreen.core.alignment import align_face, l2_normalise, similarity_transform
+from facescreen.core.alignment import align_face, chips_to_batch, l2_normalise, similarity_transform
 from facescreen.core.detection import (
     Letterbox,
     decode_centerface,
@@ -93,3 +93,17 @@ def test_align_face_puts_landmarks_on_template() -> None:
 def test_l2_normalise_keeps_zero_rows_finite() -> None:
     out = l2_normalise(np.array([[3.0, 4.0], [0.0, 0.0]], np.float32))
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("colour", ["RGB", "BGR"])
+def test_chip_batch_is_the_plain_float_conversion(colour: str) -> None:
+    chips = [np.random.default_rng(i).integers(0, 256, (150, 150, 3), np.uint8)
+             for i in range(3)]
+    mean, std = (127.5, 120.0, 100.25), (128.0, 60.0, 1.0)
+    plain = np.stack(chips).astype(np.float32)
+    if colour == "RGB":
+        plain = plain[..., ::-1]
+    plain = ((plain - np.float32(mean)) / np.float32(std)).transpose(0, 3, 1, 2)
+    batch = chips_to_batch(chips, colour, mean, std)
+    assert batch.dtype == np.float32 and batch.flags.c_contiguous
+    np.testing.assert_array_equal(batch, plain)
