@@ -5,6 +5,13 @@ restart: the index is rebuilt when the directory's files change (checked at most
 every `check_every_s`) and when the clock passes the next expiry (checked at every
 search, which costs one comparison). Thresholds are a dict updated in place, so the
 screeners that hold it decide with the current values.
+
+A small watchlist is reloaded in the search that notices the change, so the change holds
+from that search on. From `background_rows` templates up a reload takes long enough (~50 s
+at a million here) that waiting for it would stop every camera's screening, so it runs on a
+thread while searches go on against the index they have, and the new one replaces it when
+complete. Meanwhile a subject whose expiry has passed is filtered out of the results, and a
+deleted one can still match until the swap (at most the reload's duration, logged).
 """
 
 from __future__ import annotations
