@@ -103,7 +103,8 @@ def test_chip_batch_is_the_plain_float_conversion(colour: str) -> None:
     plain = np.stack(chips).astype(np.float32)
     if colour == "RGB":
         plain = plain[..., ::-1]
-    plain = ((plain - np.float32(mean)) / np.float32(std)).transpose(0, 3, 1, 2)
+    centred = np.subtract(plain, np.asarray(mean, np.float32), dtype=np.float32)
+    plain = np.divide(centred, np.asarray(std, np.float32), dtype=np.float32).transpose(0, 3, 1, 2)
     batch = chips_to_batch(chips, colour, mean, std)
     assert batch.dtype == np.float32 and batch.flags.c_contiguous
     np.testing.assert_array_equal(batch, plain)
