@@ -26,6 +26,8 @@ CONTRACT = {
     ("GET", "/api/v1/subjects"), ("POST", "/api/v1/subjects"),
     ("GET", "/api/v1/subjects/{subject_id}"), ("POST", "/api/v1/subjects/{subject_id}/images"),
     ("DELETE", "/api/v1/subjects/{subject_id}/images/{image_id}"),
+    ("PUT", "/api/v1/subjects/{subject_id}/watchlists/{watchlist}"),
+    ("DELETE", "/api/v1/subjects/{subject_id}/watchlists/{watchlist}"),
     ("DELETE", "/api/v1/subjects/{subject_id}"), ("POST", "/api/v1/search"),
     ("GET", "/api/v1/cameras"), ("GET", "/api/v1/audit"),
 }
@@ -98,8 +100,8 @@ def test_every_endpoint_403_below_its_role(api: Api) -> None:
             assert role in r.json()["detail"]
             checked += 1
     roles = [r for _, _, r in routes(api)]
-    assert (roles.count("reviewer"), roles.count("admin")) == (3, 8)
-    assert checked == 3 * 1 + 8 * 2
+    assert (roles.count("reviewer"), roles.count("admin")) == (3, 10)
+    assert checked == 3 * 1 + 10 * 2
 
 
 def test_each_role_passes_its_own_routes(api: Api) -> None:

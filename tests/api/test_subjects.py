@@ -199,3 +199,47 @@ def test_cameras_and_audit_listing(api: Api) -> None:
     only = api.call("GET", "/api/v1/audit?action=set_watchlist").json()["entries"]
     assert [e["watchlist"] for e in only] == ["vip"]
     assert api.call("GET", "/api/v1/audit?since=9999999999").json()["entries"] == []
+
+
+def _membership(api: Api) -> None:
+    """An enrolled subject put on a second watchlist is found there with the template it
+    has, taken off again, and its last list is refused (that is an erasure); audited."""
+    assert enrol(api, "franck", ["franck_01829.jpg"], watchlist="vip").status_code == 201
+    path = "/api/v1/subjects/franck/watchlists/staff"
+    assert api.call("PUT", path, params={"reason": "r"}).status_code == 422  # no such list
+    assert api.call("POST", "/api/v1/watchlists", json={"name": "staff"}).status_code == 201
+    assert api.call("PUT", path).status_code == 422  # the reason is required
+    assert api.call("PUT", path, who="reviewer", params={"reason": "r"}).status_code == 403
+    assert api.call("PUT", "/api/v1/subjects/nobody/watchlists/staff",
+                    params={"reason": "r"}).status_code == 404
+    r = api.call("PUT", path, params={"reason": "moved desks"})
+    assert r.status_code == 200 and r.json()["watchlists"] == ["vip", "staff"]
+    assert api.call("PUT", path, params={"reason": "again"}).json()["watchlists"] == [
+        "vip", "staff"]
+    entry = next(e for e in api.ctx.watchlists.audit_log() if e["action"] == "add_membership")
+    assert (entry["subject"], entry["watchlist"], entry["reason"]) == (
+        "franck", "staff", "moved desks")
+    (face,) = search(api, "franck_02159.jpg", watchlists="staff").json()["faces"]
+    assert [(c["subject_id"], c["watchlist"]) for c in face["candidates"]] == [
+        ("franck", "staff")]
+    r = api.call("DELETE", "/api/v1/subjects/franck/watchlists/vip", params={"reason": "r"})
+    assert r.status_code == 200 and r.json()["watchlists"] == ["staff"]
+    assert len(r.json()["images"]) == 1  # the photos stay with the subject
+    (face,) = search(api, "franck_02159.jpg", watchlists="vip").json()["faces"]
+    assert face["candidates"] == []
+    r = api.call("DELETE", "/api/v1/subjects/franck/watchlists/staff", params={"reason": "r"})
+    assert r.status_code == 409 and "erase the subject" in r.text
+    assert api.call("DELETE", "/api/v1/subjects/franck/watchlists/vip",
+                    params={"reason": "r"}).status_code == 404
+
+
+def test_a_subject_joins_and_leaves_a_second_watchlist(api: Api) -> None:
+    _membership(api)
+
+
+def test_a_subject_joins_a_second_watchlist_in_redis(tmp_path: Path, analyzer: FaceAnalyzer,
+                                                     pg_url: str, redis_url: str) -> None:
+    e = analyzer.config.embedder
+    with RedisWatchlistStore(redis_url, embedder=e.name, dim=e.dim) as redis_store, \
+            running_api(tmp_path, pg_url, analyzer, watchlists=redis_store) as api:
+        _membership(api)

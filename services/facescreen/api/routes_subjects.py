@@ -96,6 +96,49 @@ async def add_images(request: Request, subject_id: str = SubjectId) -> SubjectOu
     return await _add(request, ctx, upload, subject_id, subject.watchlists[0], reason, None)
 
 
+WatchlistName = Path(min_length=1, max_length=NAME_MAX)
+Reason = Query(min_length=1, max_length=TEXT_MAX, description="why (audited)")
+
+
+@router.put("/subjects/{subject_id}/watchlists/{watchlist}", response_model=SubjectOut,
+            openapi_extra=role("admin"))
+def add_to_watchlist(request: Request, subject_id: str = SubjectId,
+                     watchlist: str = WatchlistName, reason: str = Reason) -> SubjectOut:
+    """Put an enrolled subject on another (existing) watchlist with the photos it has;
+    already on it: unchanged. Audited."""
+    ctx = ctx_of(request)
+    _existing(ctx, subject_id)
+    if watchlist not in ctx.watchlists.watchlists():
+        raise HTTPException(422, f"unknown watchlist {watchlist!r}: create it first "
+                                 "(POST /api/v1/watchlists)")
+    try:
+        changed = ctx.watchlists.add_membership(subject_id, watchlist,
+                                                actor=actor(principal(request)), reason=reason)
+    except WatchlistError as exc:
+        if "unknown subject" in str(exc):  # erased meanwhile
+            raise HTTPException(404, str(exc)) from None
+        raise
+    return SubjectOut.of(changed)
+
+
+@router.delete("/subjects/{subject_id}/watchlists/{watchlist}", response_model=SubjectOut,
+               openapi_extra=role("admin"))
+def remove_from_watchlist(request: Request, subject_id: str = SubjectId,
+                          watchlist: str = WatchlistName, reason: str = Reason) -> SubjectOut:
+    """Take a subject off one of its watchlists. Its last one is refused: that is an
+    erasure (DELETE /api/v1/subjects/{id}), which also removes its alerts and crops."""
+    ctx = ctx_of(request)
+    subject = _existing(ctx, subject_id)
+    if watchlist not in subject.watchlists:
+        raise HTTPException(404, f"subject {subject_id!r} is not on watchlist {watchlist!r}")
+    if subject.watchlists == [watchlist]:
+        raise HTTPException(409, f"{watchlist!r} is the last watchlist of {subject_id!r}: "
+                                 "erase the subject instead (DELETE /api/v1/subjects/{id})")
+    ctx.watchlists.remove_subject(subject_id, watchlist=watchlist,
+                                  actor=actor(principal(request)), reason=reason)
+    return SubjectOut.of(_existing(ctx, subject_id))
+
+
 @router.delete("/subjects/{subject_id}/images/{image_id}", response_model=SubjectOut,
                openapi_extra=role("admin"))
 def remove_image(request: Request, subject_id: str = SubjectId,

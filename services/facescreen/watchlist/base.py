@@ -49,6 +49,11 @@ class WatchlistStore(Protocol):
         """
         ...
 
+    def add_membership(self, subject_id: str, watchlist: str, *, actor: str,
+                       reason: str = "") -> Subject:
+        """Put an enrolled subject on another watchlist with the images it has."""
+        ...
+
     def remove_subject(self, subject_id: str, *, actor: str, reason: str = "",
                        watchlist: str | None = None) -> None:
         """Take a subject off one watchlist, or delete it with every embedding it has."""

@@ -551,19 +551,58 @@ class RedisWatchlistStore:
             pipe.sadd(self._key("subjects"), subject_id)
             pipe.set(subject_key, json.dumps(asdict(subject)))
             pipe.hset(emb_key, mapping=added)  # type: ignore[arg-type]
-            keys = [subject_key, emb_key]
-            for name in subject.watchlists:
-                tpl_key = self._tpl_key(subject_id, name)
-                pipe.hset(tpl_key, mapping={
-                    "vec": template.astype("<f4").tobytes(), "watchlist": name,
-                    "subject": subject_id,
-                    "expires": "inf" if subject.expires is None else repr(subject.expires)})
-                keys.append(tpl_key)
-            if subject.expires is not None:
-                for key in keys:
-                    pipe.pexpireat(key, math.ceil(subject.expires * 1000))
+            self._write_templates(pipe, subject, template, subject.watchlists)
             self._audit(pipe, actor, "add_subject", reason, subject=subject_id,
                         watchlist=watchlist, images=len(embeddings))
+            return subject
+
+        result: Subject = self._transaction(change, subject_key, emb_key)
+        return result
+
+    def _write_templates(self, pipe: Pipeline, subject: Subject, template: FloatArray,
+                         lists: Sequence[str]) -> None:
+        """Queue the subject's template on `lists` (inside a MULTI), and the subject's
+        expiry on its keys again (SET and HSET leave a key without its TTL)."""
+        sid = subject.subject_id
+        keys = [self._subject_key(sid), self._emb_key(sid)]
+        for name in lists:
+            tpl_key = self._tpl_key(sid, name)
+            pipe.hset(tpl_key, mapping={
+                "vec": template.astype("<f4").tobytes(), "watchlist": name, "subject": sid,
+                "expires": "inf" if subject.expires is None else repr(subject.expires)})
+            keys.append(tpl_key)
+        if subject.expires is not None:
+            for key in keys:
+                pipe.pexpireat(key, math.ceil(subject.expires * 1000))
+
+    def add_membership(self, subject_id: str, watchlist: str, *, actor: str,
+                       reason: str = "") -> Subject:
+        """Put an enrolled subject on another watchlist with the images it has."""
+        check_name(watchlist, "watchlist")
+        self._prepare(create=True)
+        subject_key, emb_key = self._subject_key(subject_id), self._emb_key(subject_id)
+
+        def change(pipe: Pipeline) -> Subject:
+            raw = pipe.get(subject_key)
+            if raw is None:
+                raise WatchlistError(f"unknown subject {subject_id!r}")
+            subject = _subject(raw)
+            raw_embeddings: dict[bytes, bytes] = pipe.hgetall(emb_key)  # type: ignore[assignment]
+            stored = {_text(k): np.frombuffer(v, "<f4") for k, v in raw_embeddings.items()}
+            if any(i.image_id not in stored for i in subject.images) or not subject.images:
+                raise WatchlistError(f"subject {subject_id!r} at {self.url} is corrupt: "
+                                     "an enrolled image has no embedding")
+            template = subject_template(np.stack([stored[i.image_id]
+                                                  for i in subject.images]).astype(np.float32))
+            if watchlist not in subject.watchlists:
+                subject.watchlists.append(watchlist)
+            pipe.multi()
+            pipe.hsetnx(self._key("watchlists"), watchlist,
+                        json.dumps(asdict(Watchlist(watchlist))))
+            pipe.set(subject_key, json.dumps(asdict(subject)))
+            self._write_templates(pipe, subject, template, [watchlist])
+            self._audit(pipe, actor, "add_membership", reason, subject=subject_id,
+                        watchlist=watchlist)
             return subject
 
         result: Subject = self._transaction(change, subject_key, emb_key)

@@ -432,6 +432,21 @@ class LocalWatchlistStore:
                 subject.images.append(EnrolledImage(image_id, label, float(quality), now))
             return subject
 
+    def add_membership(self, subject_id: str, watchlist: str, *, actor: str,
+                       reason: str = "") -> Subject:
+        """Put an enrolled subject on another watchlist with the images it has (its one
+        template then searches there too); already on it: nothing changes but the audit."""
+        check_name(watchlist, "watchlist")
+        with self._change(actor, "add_membership", reason, subject=subject_id,
+                          watchlist=watchlist) as state:
+            subject = state.subjects.get(subject_id)
+            if subject is None:
+                raise WatchlistError(f"unknown subject {subject_id!r}")
+            state.watchlists.setdefault(watchlist, Watchlist(watchlist))
+            if watchlist not in subject.watchlists:
+                subject.watchlists.append(watchlist)
+            return subject
+
     def remove_subject(self, subject_id: str, *, actor: str, reason: str = "",
                        watchlist: str | None = None) -> None:
         """Take a subject off one watchlist, or delete it with every embedding it has."""
