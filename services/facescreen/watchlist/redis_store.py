@@ -583,10 +583,7 @@ class RedisWatchlistStore:
         subject_key, emb_key = self._subject_key(subject_id), self._emb_key(subject_id)
 
         def change(pipe: Pipeline) -> Subject:
-            raw = pipe.get(subject_key)
-            if raw is None:
-                raise WatchlistError(f"unknown subject {subject_id!r}")
-            subject = _subject(raw)
+            subject = _existing_subject(pipe, subject_key, subject_id)
             raw_embeddings: dict[bytes, bytes] = pipe.hgetall(emb_key)  # type: ignore[assignment]
             stored = {_text(k): np.frombuffer(v, "<f4") for k, v in raw_embeddings.items()}
             if any(i.image_id not in stored for i in subject.images) or not subject.images:
@@ -622,10 +619,7 @@ class RedisWatchlistStore:
         subject_key = self._subject_key(subject_id)
 
         def change(pipe: Pipeline) -> None:
-            raw = pipe.get(subject_key)
-            if raw is None:
-                raise WatchlistError(f"unknown subject {subject_id!r}")
-            subject = _subject(raw)
+            subject = _existing_subject(pipe, subject_key, subject_id)
             if watchlist is not None and watchlist not in subject.watchlists:
                 raise WatchlistError(f"subject {subject_id!r} is not on {watchlist!r}")
             lists = list(subject.watchlists)
@@ -649,10 +643,7 @@ class RedisWatchlistStore:
         subject_key, emb_key = self._subject_key(subject_id), self._emb_key(subject_id)
 
         def change(pipe: Pipeline) -> Subject:
-            raw = pipe.get(subject_key)
-            if raw is None:
-                raise WatchlistError(f"unknown subject {subject_id!r}")
-            subject = _subject(raw)
+            subject = _existing_subject(pipe, subject_key, subject_id)
             kept = [i for i in subject.images if i.image_id != image_id]
             if len(kept) == len(subject.images):
                 raise WatchlistError(f"subject {subject_id!r} has no image {image_id[:40]!r}")
@@ -709,6 +700,14 @@ class RedisWatchlistStore:
             if self._transaction(change, subject_key):
                 gone.append(sid)
         return gone
+
+
+def _existing_subject(pipe: Pipeline, key: str, subject_id: str) -> Subject:
+    """The subject under `key` (read inside a WATCH), or the unknown-subject error."""
+    raw = pipe.get(key)
+    if raw is None:
+        raise WatchlistError(f"unknown subject {subject_id!r}")
+    return _subject(raw)
 
 
 def _subject(raw: bytes | str) -> Subject:
