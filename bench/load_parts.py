@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
@@ -56,6 +58,7 @@ def load_clip(path: Path, fps: float, size: tuple[int, int], seconds: float = 30
 
 
 def part(data: bytes) -> bytes:
+    """One part of a multipart MJPEG stream (FFmpeg's mpjpeg demuxer reads it)."""
     head = b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % (BOUNDARY,
                                                                               len(data))
     return head + data + b"\r\n"
@@ -105,24 +108,7 @@ class LoopCameras:
             pass  # ingest stopped reading
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        cameras = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                camera = self.path.strip("/")
-                if camera not in cameras._open:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type",
-                                 f"multipart/x-mixed-replace;boundary={BOUNDARY.decode()}")
-                self.end_headers()
-                cameras.stream(camera, self.wfile)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        return Handler
+        return mjpeg_handler(self.stream, lambda camera: None if camera in self._open else 404)
 
 
 def proc_sample(pids: dict[str, int], window_s: float,
@@ -200,3 +186,36 @@ def frame_costs(analyzer: FaceAnalyzer, one_face: Path, crowd: Path,
                      "stages_ms_mean": stages,
                      "frames_per_s_one_core_pair": round(1 / float(np.median(total_s)), 1)}
     return out
+
+
+def mjpeg_handler(stream: Callable[[str, Any], None],
+                  refuse: Callable[[str], int | None]) -> type[BaseHTTPRequestHandler]:
+    """An HTTP handler serving `GET /<camera>` as an MJPEG stream written by `stream`;
+    `refuse(camera)` gives the status that turns a request away (None: admit it)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            camera = self.path.strip("/")
+            status = refuse(camera)
+            if status is not None:
+                self.send_error(status)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type",
+                             f"multipart/x-mixed-replace;boundary={BOUNDARY.decode()}")
+            self.end_headers()
+            stream(camera, self.wfile)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def write_report(report: dict[str, Any], table: str, path: Path | None) -> None:
+    """Print the report as JSON and its table; write the JSON to `path` when given."""
+    text = json.dumps(report, indent=1)
+    print(text)
+    print(table)
+    if path:
+        path.write_text(text + "\n")

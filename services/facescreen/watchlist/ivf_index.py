@@ -42,15 +42,20 @@ _TRAIN_POINTS_PER_CELL = 64  # training sample: enough for stable cells, far fro
 def build_index(subject_ids: tuple[str, ...], watchlists: tuple[str, ...],
                 templates: FloatArray, spec: GallerySpec) -> TemplateIndex:
     """The index `spec` asks for over these rows: exact, or IVF where a list is large."""
-    if spec.index == "exact" or not any(
-            n >= spec.ivf_min_rows for n in _list_sizes(watchlists).values()):
+    if spec.index == "exact":
         return GalleryIndex(subject_ids, watchlists, templates)
-    return IvfGalleryIndex(subject_ids, watchlists, templates, spec)
+    rows = _rows_by_list(watchlists)
+    if not any(len(r) >= spec.ivf_min_rows for r in rows.values()):
+        return GalleryIndex(subject_ids, watchlists, templates)
+    return IvfGalleryIndex(subject_ids, watchlists, templates, spec, rows)
 
 
-def _list_sizes(watchlists: Sequence[str]) -> dict[str, int]:
-    names, counts = np.unique(np.asarray(watchlists, dtype=np.str_), return_counts=True)
-    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+def _rows_by_list(watchlists: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each list's row numbers, from one sort of the names."""
+    names, inverse = np.unique(np.asarray(watchlists, dtype=np.str_), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(names)))[:-1]
+    return {str(n): r for n, r in zip(names, np.split(order, bounds), strict=True)}
 
 
 class IvfGalleryIndex:
@@ -59,20 +64,18 @@ class IvfGalleryIndex:
     `build_s` and `cells` say what the build cost and made (the bench reports them)."""
 
     def __init__(self, subject_ids: tuple[str, ...], watchlists: tuple[str, ...],
-                 templates: FloatArray, spec: GallerySpec) -> None:
+                 templates: FloatArray, spec: GallerySpec,
+                 rows_by_list: dict[str, np.ndarray] | None = None) -> None:
         import faiss  # only where an IVF index is asked for: the exact path needs none
 
         started = time.perf_counter()
         self.subject_ids = subject_ids
         self.watchlists = watchlists
-        self.spec = spec
         self.cells: dict[str, int] = {}
         self._exact: dict[str, GalleryIndex] = {}
         self._ivf: dict[str, Any] = {}
-        lists = np.asarray(watchlists, dtype=np.str_)
         vectors = np.ascontiguousarray(templates, np.float32)
-        for name in _list_sizes(watchlists):
-            rows = np.flatnonzero(lists == name)
+        for name, rows in (rows_by_list or _rows_by_list(watchlists)).items():
             if len(rows) < spec.ivf_min_rows:
                 self._exact[name] = GalleryIndex(tuple(subject_ids[i] for i in rows),
                                                  (name,) * len(rows), vectors[rows])
